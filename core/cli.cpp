@@ -1,0 +1,70 @@
+// Command-line parsing with CLI11: unknown flags are rejected by name.
+#include "core/cli.h"
+
+#include <CLI/CLI.hpp>
+
+#include <charconv>
+#include <cstdio>
+#include <string>
+
+#ifndef WSGATE_VERSION
+#define WSGATE_VERSION "0.0.0"
+#endif
+
+namespace wsgate::core {
+
+namespace {
+
+// "HOST:PORT", "[v6]:PORT" or ":PORT". Returns an error message, empty on success.
+std::string parse_listen(const std::string& s, config& cfg) {
+    auto colon = s.rfind(':');
+    if (colon == std::string::npos) {
+        return "expected HOST:PORT, got '" + s + "'";
+    }
+    std::string host = s.substr(0, colon);
+    std::string port = s.substr(colon + 1);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+        host = host.substr(1, host.size() - 2);
+    }
+    unsigned value = 0;
+    auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (ec != std::errc() || ptr != port.data() + port.size() || value > 65535 || port.empty()) {
+        return "invalid port in '" + s + "'";
+    }
+    cfg.listen_host = host.empty() ? "0.0.0.0" : host;
+    cfg.listen_port = static_cast<uint16_t>(value);
+    return {};
+}
+
+}  // namespace
+
+int parse_command_line(int argc, char** argv, config& cfg) {
+    CLI::App app{"wsgate: a thread-per-core io_uring WebSocket gateway", "wsgate"};
+    app.set_version_flag("--version", std::string("wsgate ") + WSGATE_VERSION);
+
+    std::string listen = cfg.listen_host + ":" + std::to_string(cfg.listen_port);
+    app.add_option("--listen", listen, "HOST:PORT to listen on")->capture_default_str();
+    app.add_option("--threads", cfg.threads, "worker threads, one per core (default: one per usable CPU)")
+        ->check(CLI::Range(0u, 1024u));
+    app.add_flag("--echo", cfg.echo, "also serve /echo, which echoes every message back");
+    app.add_option("--max-message", cfg.max_message, "largest message accepted, in bytes (larger: close 1009)")
+        ->capture_default_str()
+        ->check(CLI::Range(size_t{1}, size_t{1} << 30));
+    app.add_option("--handshake-timeout-ms", cfg.handshake_timeout_ms,
+                   "close connections that have not completed the upgrade by then")
+        ->capture_default_str()
+        ->check(CLI::Range(1u, 3600000u));
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);  // prints help/version (exit 0) or the error naming the flag (non-zero)
+    }
+    if (auto err = parse_listen(listen, cfg); !err.empty()) {
+        std::fprintf(stderr, "--listen: %s\n", err.c_str());
+        return 2;
+    }
+    return -1;
+}
+
+}  // namespace wsgate::core

@@ -1,0 +1,30 @@
+// Runtime configuration of one wsgate process.
+//
+// Filled once at start-up from the command line (core/cli.cpp) and then only
+// read: every worker gets a const reference. No file-scope statics hold config.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace wsgate::core {
+
+struct config {
+    std::string listen_host = "0.0.0.0";  // --listen HOST:PORT
+    uint16_t listen_port = 8080;
+    unsigned threads = 0;                 // --threads; 0 = one per CPU the process may run on
+    bool echo = false;                    // --echo: also serve /echo
+    std::string ws_path = "/ws";          // WebSocket endpoint for clients
+    size_t max_message = 1 << 20;         // --max-message: bytes per message, larger → 1009
+    size_t max_header_bytes = 8192;       // request head limit, larger → 431
+    unsigned handshake_timeout_ms = 10000;  // --handshake-timeout-ms: slowloris guard
+    unsigned close_linger_ms = 2000;      // how long a closing socket waits for the peer's FIN
+    unsigned shutdown_timeout_ms = 3000;  // at SIGTERM: how long closing handshakes may take
+    size_t max_outbound_bytes = 16u << 20;  // per-connection queued output bound (slow consumer)
+    unsigned recv_buffers = 1024;         // provided buffers per worker (power of two)
+    unsigned recv_buffer_size = 4096;     // bytes per provided buffer
+    unsigned listen_backlog = 4096;
+};
+
+}  // namespace wsgate::core

@@ -1,0 +1,94 @@
+// A client connection as the worker that owns it sees it, and the slab that holds them.
+//
+// Slots are addressed by index; each carries a generation that is packed into
+// the user_data of every SQE issued for it, so a completion that arrives after
+// the slot was recycled is recognised and ignored. A slot is freed only after
+// its last in-flight operation completed (two-phase close).
+//
+// Size matters: at a million connections every byte here is a megabyte. An idle
+// WebSocket connection owns no heap memory: its buffers are empty (capacity 0)
+// and wslay frame state is borrowed from the worker's pool only mid-frame.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "protocol/buffer.h"
+#include "protocol/http_upgrade.h"
+#include "protocol/ws_conn.h"
+
+namespace wsgate::core {
+
+inline constexpr uint32_t no_slot = UINT32_MAX;
+
+enum class conn_phase : uint8_t {
+    handshake,  // reading the HTTP request head
+    websocket,  // upgraded
+    closing,    // output flushed, SHUT_WR sent, waiting for the peer's FIN (lingering close)
+    dead,       // socket shut; waiting for the last in-flight op before the slot is freed
+};
+
+struct connection {
+    protocol::byte_buffer out_pending;   // queued while a send is in flight; sent next
+    protocol::byte_buffer out_inflight;  // the bytes of the send in flight (front = unsent part)
+    protocol::byte_buffer in;            // handshake bytes not yet parsed (released on upgrade)
+    protocol::ws_conn ws;                // WebSocket state (upgraded connections)
+    int fd = -1;
+    uint32_t gen = 0;                    // bumped when the slot is freed
+    uint32_t list_prev = no_slot;        // timer list links (handshake or linger list)
+    uint32_t list_next = no_slot;
+    uint32_t deadline_ms = 0;            // for the timer list it is on (worker clock, ms)
+    uint32_t dirty_next = no_slot;       // worker's flush list
+    conn_phase phase = conn_phase::handshake;
+    protocol::endpoint target = protocol::endpoint::none;
+    bool recv_armed = false;             // a multishot recv is active
+    bool send_inflight = false;          // at most one send at a time
+    bool cancel_inflight = false;        // an async cancel of the recv is in flight
+    bool close_after_flush = false;      // close once every queued byte went out
+    bool dirty = false;                  // on the flush list
+    uint8_t timer_list = 0;              // 0 none, 1 handshake, 2 linger
+    bool in_use = false;
+
+    bool ops_pending() const { return recv_armed || send_inflight || cancel_inflight; }
+};
+
+// Chunked slab: connections never move (chunks are never reallocated), so
+// references stay valid while the slab grows.
+class connection_slab {
+public:
+    static constexpr uint32_t chunk_bits = 10;
+    static constexpr uint32_t chunk_size = 1u << chunk_bits;
+
+    connection& operator[](uint32_t slot) { return _chunks[slot >> chunk_bits][slot & (chunk_size - 1)]; }
+    uint32_t allocate() {
+        if (_free.empty()) {
+            uint32_t base = static_cast<uint32_t>(_chunks.size()) << chunk_bits;
+            _chunks.emplace_back(std::make_unique<connection[]>(chunk_size));
+            for (uint32_t i = chunk_size; i-- > 0;) {
+                _free.push_back(base + i);
+            }
+        }
+        uint32_t slot = _free.back();
+        _free.pop_back();
+        (*this)[slot].in_use = true;
+        ++_live;
+        return slot;
+    }
+    void release(uint32_t slot) {
+        connection& c = (*this)[slot];
+        c.in_use = false;
+        ++c.gen;
+        _free.push_back(slot);
+        --_live;
+    }
+    uint32_t live() const { return _live; }
+    uint32_t capacity() const { return static_cast<uint32_t>(_chunks.size()) << chunk_bits; }
+
+private:
+    std::vector<std::unique_ptr<connection[]>> _chunks;
+    std::vector<uint32_t> _free;
+    uint32_t _live = 0;
+};
+
+}  // namespace wsgate::core

@@ -1,0 +1,514 @@
+// RFC 6455 receive state machine on wslay's frame layer, and the frame-context pool.
+//
+// wslay_frame_recv() parses headers, enforces the control-frame rules it knows
+// (payload <= 125, FIN set) and minimal length encodings, unmasks, and returns the
+// payload in chunks that point into its 4 KiB input buffer. Everything above the
+// frame (RSV/opcode/mask checks, fragmentation, limits, UTF-8, ping/pong/close) is
+// ours, so that memory stays under our control:
+//
+//   - A frame context is borrowed from the worker's pool when feed() starts and
+//     returned as soon as every byte handed to wslay belongs to a completed frame.
+//     frame_slot::pending counts that: + bytes served by the recv callback,
+//     - (header + payload) of each frame when its header is seen. wslay rejects
+//     non-minimal lengths, so the header size follows from the payload length.
+//     pending == 0 outside a frame means istate = header and an empty ibuf: the
+//     context is as good as new. A context left mid-parse (failure, reset) is freed.
+//   - A message that completes inside one wslay chunk goes to the handler straight
+//     from wslay's buffer. Anything else is copied into ws_conn::_msg.
+//   - Control payloads split across feeds wait in frame_slot::ctrl, so an idle
+//     connection (or one between fragments) owns no heap memory for them.
+//
+// Cost accepted: wslay copies input into its buffer and unmasks byte by byte with
+// its cursor kept in memory (~3.5 ns/byte measured with Debian's libwslay 1.1.1,
+// i.e. ~0.28 GB/s per core); that loop, not this file, dominates large messages.
+//
+// Rules for callers: the pool outlives its connections (~ws_conn gives a borrowed
+// slot back to it); the handler may call write_frame() and close() on any
+// connection, and feed() on other connections, but not reset() on the one being fed.
+#include "protocol/ws_conn.h"
+
+#include <wslay/wslay.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "protocol/utf8.h"
+
+namespace wsgate::protocol {
+
+namespace {
+
+constexpr size_t max_ctrl_payload = 125;
+constexpr size_t max_close_reason = max_ctrl_payload - 2;
+// Idle contexts kept per worker (~4.2 KiB each); more are freed on return.
+constexpr size_t max_pooled_slots = 1024;
+// Frames up to this size get their whole payload reserved when the header is seen;
+// larger ones grow as bytes actually arrive (a bare header must not reserve memory).
+constexpr uint64_t reserve_frame_limit = 64 * 1024;
+// byte_buffer counts in uint32_t; keep assembled messages well inside that.
+constexpr size_t max_message_cap = size_t{1} << 30;
+
+inline bool is_control(uint8_t opcode) { return (opcode & 0x8) != 0; }
+
+inline int64_t wire_size(uint64_t payload_length, bool masked) {
+    uint64_t header = 2 + (payload_length < 126 ? 0 : payload_length < 65536 ? 2 : 8) +
+                      (masked ? 4 : 0);
+    return static_cast<int64_t>(header + payload_length);
+}
+
+}  // namespace
+
+bool is_valid_close_code(uint16_t code) {
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+           (code >= 3000 && code <= 4999);
+}
+
+// A borrowed wslay receive context plus the per-frame state that only matters
+// while a frame is incomplete.
+struct ws_conn::frame_slot {
+    wslay_frame_context_ptr ctx = nullptr;  // receive context (user_data = owner)
+    ws_frame_pool::impl* owner = nullptr;   // pool that lent it
+    frame_slot* next = nullptr;             // free-list link while pooled
+    int64_t pending = 0;                    // bytes fed to ctx - wire size of frames started
+    uint64_t frame_remaining = 0;           // payload bytes of the current frame still due
+    bool in_frame = false;                  // header seen, payload not complete
+    uint8_t ctrl_len = 0;                   // control payload collected so far
+    uint8_t ctrl[max_ctrl_payload];         // control payload split across feeds
+};
+
+struct ws_frame_pool::impl {
+    // Input the recv callback serves from (the span of the current feed()).
+    const uint8_t* in = nullptr;
+    size_t in_left = 0;
+    // Output the send callback appends to (set around each wslay_frame_send()).
+    byte_buffer* out = nullptr;
+    wslay_frame_context_ptr send_ctx = nullptr;
+    ws_conn::frame_slot* free_list = nullptr;
+    size_t pooled = 0;
+    size_t in_use = 0;
+
+    impl();
+    ~impl();
+
+    ws_conn::frame_slot* acquire();
+    // Return a slot; its context is kept only if it is back in its initial state.
+    void give_back(ws_conn::frame_slot* s);
+    void send(byte_buffer& o, uint8_t opcode, const uint8_t* p, size_t n);
+};
+
+namespace {
+
+ssize_t recv_callback(uint8_t* buf, size_t len, int /*flags*/, void* user_data) {
+    auto* pool = static_cast<ws_frame_pool::impl*>(user_data);
+    if (pool->in_left == 0) {
+        return -1;  // would block: wslay_frame_recv() answers WSLAY_ERR_WANT_READ
+    }
+    size_t k = std::min(len, pool->in_left);
+    std::memcpy(buf, pool->in, k);
+    pool->in += k;
+    pool->in_left -= k;
+    return static_cast<ssize_t>(k);
+}
+
+ssize_t send_callback(const uint8_t* data, size_t len, int /*flags*/, void* user_data) {
+    auto* pool = static_cast<ws_frame_pool::impl*>(user_data);
+    pool->out->append(data, len);
+    return static_cast<ssize_t>(len);
+}
+
+int genmask_callback(uint8_t* /*buf*/, size_t /*len*/, void* /*user_data*/) {
+    return -1;  // server frames are never masked
+}
+
+constexpr wslay_frame_callbacks frame_callbacks{send_callback, recv_callback, genmask_callback};
+
+wslay_frame_context_ptr new_context(void* user_data) {
+    wslay_frame_context_ptr ctx = nullptr;
+    if (wslay_frame_context_init(&ctx, &frame_callbacks, user_data) != 0) {
+        std::abort();  // out of memory
+    }
+    return ctx;
+}
+
+}  // namespace
+
+ws_frame_pool::impl::impl() : send_ctx(new_context(this)) {}
+
+ws_frame_pool::impl::~impl() {
+    // Connections must give their slots back first (the pool outlives them).
+    assert(in_use == 0);
+    while (free_list) {
+        ws_conn::frame_slot* s = free_list;
+        free_list = s->next;
+        wslay_frame_context_free(s->ctx);
+        delete s;
+    }
+    wslay_frame_context_free(send_ctx);
+}
+
+ws_conn::frame_slot* ws_frame_pool::impl::acquire() {
+    ws_conn::frame_slot* s = free_list;
+    if (s) {
+        free_list = s->next;
+        --pooled;
+    } else {
+        s = new (std::nothrow) ws_conn::frame_slot;
+        if (!s) {
+            std::abort();  // out of memory
+        }
+        s->owner = this;
+    }
+    if (!s->ctx) {
+        s->ctx = new_context(this);
+    }
+    s->next = nullptr;
+    s->pending = 0;
+    s->frame_remaining = 0;
+    s->in_frame = false;
+    s->ctrl_len = 0;
+    ++in_use;
+    return s;
+}
+
+void ws_frame_pool::impl::give_back(ws_conn::frame_slot* s) {
+    --in_use;
+    bool clean = !s->in_frame && s->pending == 0;
+    if (!clean) {
+        // wslay has no reset: a context stopped mid-parse is useless to anyone else.
+        wslay_frame_context_free(s->ctx);
+        s->ctx = nullptr;
+    }
+    if (pooled >= max_pooled_slots) {
+        wslay_frame_context_free(s->ctx);
+        delete s;
+        return;
+    }
+    s->next = free_list;
+    free_list = s;
+    ++pooled;
+}
+
+void ws_frame_pool::impl::send(byte_buffer& o, uint8_t opcode, const uint8_t* p, size_t n) {
+    o.prepare(10 + n);  // header + payload in one growth at most
+    byte_buffer* saved = out;
+    out = &o;
+    wslay_frame_iocb iocb{};
+    iocb.fin = 1;
+    iocb.opcode = opcode;
+    iocb.payload_length = n;
+    iocb.data = p;
+    iocb.data_length = n;
+    ssize_t r = wslay_frame_send(send_ctx, &iocb);
+    out = saved;
+    if (r != static_cast<ssize_t>(n)) {
+        std::abort();  // misuse: control payload > 125 bytes (the callback never short-writes)
+    }
+}
+
+ws_frame_pool::ws_frame_pool() : _impl(std::make_unique<impl>()) {}
+ws_frame_pool::~ws_frame_pool() = default;
+
+size_t ws_frame_pool::contexts_in_use() const { return _impl->in_use; }
+size_t ws_frame_pool::contexts_pooled() const { return _impl->pooled; }
+
+// The per-feed() view of one connection: what a chunk needs to be acted on.
+struct ws_conn_engine {
+    ws_conn& c;
+    ws_frame_pool::impl& pool;
+    size_t max_message;
+    ws_handler& handler;
+    byte_buffer& out;
+
+    // Act on one chunk from wslay_frame_recv(). False once the connection is closed.
+    bool on_chunk(const wslay_frame_iocb& f);
+    bool start_frame(const wslay_frame_iocb& f);
+    void on_data(const wslay_frame_iocb& f, bool first, bool frame_done);
+    void on_control(uint8_t opcode, std::span<const uint8_t> payload);
+    void on_close(std::span<const uint8_t> payload);
+    void end_message();
+    void fail(uint16_t code);
+};
+
+bool ws_conn_engine::on_chunk(const wslay_frame_iocb& f) {
+    ws_conn::frame_slot& s = *c._frame;
+    bool first = !s.in_frame;
+    if (first && !start_frame(f)) {
+        return false;
+    }
+    s.frame_remaining -= f.data_length;
+    bool frame_done = s.frame_remaining == 0;
+    if (frame_done) {
+        s.in_frame = false;
+    }
+    std::span<const uint8_t> data{f.data, f.data_length};
+    if (!is_control(f.opcode)) {
+        on_data(f, first, frame_done);
+    } else if (first && frame_done) {
+        on_control(f.opcode, data);
+    } else {
+        // wslay guarantees payload_length <= 125 for control frames.
+        std::memcpy(s.ctrl + s.ctrl_len, data.data(), data.size());
+        s.ctrl_len = static_cast<uint8_t>(s.ctrl_len + data.size());
+        if (frame_done) {
+            on_control(f.opcode, {s.ctrl, s.ctrl_len});
+        }
+    }
+    return c._state != ws_state::closed;
+}
+
+// Header checks, done once per frame on its first chunk (wslay surfaces the header
+// together with the first payload byte, or alone for an empty frame).
+bool ws_conn_engine::start_frame(const wslay_frame_iocb& f) {
+    ws_conn::frame_slot& s = *c._frame;
+    s.in_frame = true;
+    s.frame_remaining = f.payload_length;
+    s.ctrl_len = 0;
+    s.pending -= wire_size(f.payload_length, f.mask != 0);
+
+    uint8_t rsv_allowed = WSLAY_RSV_NONE;
+    switch (f.opcode) {
+    case WSLAY_CONNECTION_CLOSE:
+    case WSLAY_PING:
+    case WSLAY_PONG:
+        break;
+    case WSLAY_TEXT_FRAME:
+    case WSLAY_BINARY_FRAME:
+        if (c._msg_opcode != ws_opcode::continuation) {
+            fail(close_code::protocol_error);  // new message inside a fragmented one
+            return false;
+        }
+        if (c._flags & ws_conn::flag_rsv1_ok) {
+            rsv_allowed = WSLAY_RSV1_BIT;  // permessage-deflate: first frame only
+        }
+        break;
+    case WSLAY_CONTINUATION_FRAME:
+        if (c._msg_opcode == ws_opcode::continuation) {
+            fail(close_code::protocol_error);  // nothing to continue
+            return false;
+        }
+        break;
+    default:
+        fail(close_code::protocol_error);  // reserved opcode
+        return false;
+    }
+    if (!f.mask || (f.rsv & ~rsv_allowed) != 0) {
+        fail(close_code::protocol_error);
+        return false;
+    }
+    if (is_control(f.opcode)) {
+        return true;
+    }
+    // Size limit from the header, before a byte of the payload is buffered.
+    size_t so_far = f.opcode == WSLAY_CONTINUATION_FRAME ? c._msg.size() : 0;
+    if (f.payload_length > max_message - so_far) {
+        fail(close_code::message_too_big);
+        return false;
+    }
+    if (f.opcode != WSLAY_CONTINUATION_FRAME) {
+        c._msg_opcode = static_cast<ws_opcode>(f.opcode);
+        c._utf8_state = utf8_accept;
+        c._flags = static_cast<uint8_t>((c._flags & ~ws_conn::flag_msg_rsv1) |
+                                        ((f.rsv & WSLAY_RSV1_BIT) ? ws_conn::flag_msg_rsv1 : 0));
+    }
+    return true;
+}
+
+void ws_conn_engine::on_data(const wslay_frame_iocb& f, bool first, bool frame_done) {
+    std::span<const uint8_t> data{f.data, f.data_length};
+    bool text = c._msg_opcode == ws_opcode::text;
+    if (text) {
+        c._utf8_state = utf8_validate(c._utf8_state, data);
+        if (c._utf8_state == utf8_reject) {
+            fail(close_code::invalid_payload);
+            return;
+        }
+    }
+    bool message_done = frame_done && f.fin;
+    if (message_done && text && c._utf8_state != utf8_accept) {
+        fail(close_code::invalid_payload);  // ends inside a code point
+        return;
+    }
+    if (message_done && first && f.opcode != WSLAY_CONTINUATION_FRAME) {
+        // The whole message is in this chunk: hand out wslay's buffer, no copy.
+        ws_opcode op = c._msg_opcode;
+        c._msg_opcode = ws_opcode::continuation;
+        handler.on_message(op, data);
+        return;
+    }
+    if (first && f.payload_length <= reserve_frame_limit) {
+        c._msg.prepare(f.payload_length);
+    }
+    c._msg.append(data);
+    if (message_done) {
+        ws_opcode op = c._msg_opcode;
+        c._msg_opcode = ws_opcode::continuation;
+        handler.on_message(op, c._msg.span());
+        // An idle connection owns no heap memory: the assembly buffer goes back
+        // after every assembled message (only split messages pay for it).
+        c._msg.release();
+    }
+}
+
+void ws_conn_engine::on_control(uint8_t opcode, std::span<const uint8_t> payload) {
+    switch (opcode) {
+    case WSLAY_PING:
+        if (c._state == ws_state::open) {
+            pool.send(out, WSLAY_PONG, payload.data(), payload.size());
+        }
+        break;
+    case WSLAY_CONNECTION_CLOSE:
+        on_close(payload);
+        break;
+    default:
+        break;  // pong: unsolicited or late, nothing to do
+    }
+}
+
+void ws_conn_engine::on_close(std::span<const uint8_t> payload) {
+    uint16_t code = close_code::no_status;
+    if (payload.size() == 1) {
+        fail(close_code::protocol_error);
+        return;
+    }
+    if (payload.size() >= 2) {
+        code = static_cast<uint16_t>((payload[0] << 8) | payload[1]);
+        if (!is_valid_close_code(code)) {
+            fail(close_code::protocol_error);
+            return;
+        }
+        if (!is_valid_utf8(payload.subspan(2))) {
+            fail(close_code::invalid_payload);
+            return;
+        }
+    }
+    c._recv_code = code;
+    if (c._state == ws_state::open) {
+        // Echo the code (not the reason); an empty close gets an empty close.
+        pool.send(out, WSLAY_CONNECTION_CLOSE, payload.data(), payload.empty() ? 0 : 2);
+        c._sent_code = code;
+    }
+    c._state = ws_state::closed;
+    end_message();
+}
+
+// Drop a partly assembled message (the connection is closing).
+void ws_conn_engine::end_message() {
+    c._msg.release();
+    c._msg_opcode = ws_opcode::continuation;
+    c._utf8_state = utf8_accept;
+}
+
+void ws_conn_engine::fail(uint16_t code) {
+    if (c._state == ws_state::open) {
+        std::string_view reason = code == close_code::invalid_payload    ? "invalid utf-8"
+                                  : code == close_code::message_too_big ? "message too big"
+                                                                         : "protocol error";
+        uint8_t buf[2 + 16];
+        buf[0] = static_cast<uint8_t>(code >> 8);
+        buf[1] = static_cast<uint8_t>(code);
+        std::memcpy(buf + 2, reason.data(), reason.size());
+        pool.send(out, WSLAY_CONNECTION_CLOSE, buf, 2 + reason.size());
+        c._sent_code = code;
+    }
+    c._state = ws_state::closed;
+    end_message();
+}
+
+ws_conn::~ws_conn() {
+    if (_frame) {
+        _frame->owner->give_back(_frame);
+    }
+}
+
+void ws_conn::feed(std::span<const uint8_t> in, ws_frame_pool& pool, const ws_config& cfg,
+                   ws_handler& h, byte_buffer& out) {
+    if (_state == ws_state::closed || in.empty()) {
+        return;
+    }
+    ws_frame_pool::impl& p = pool.get();
+    if (!_frame) {
+        _frame = p.acquire();
+    }
+    frame_slot& s = *_frame;
+    // Saved so that a handler may feed another connection of the same pool.
+    const uint8_t* saved_in = p.in;
+    size_t saved_left = p.in_left;
+    p.in = in.data();
+    p.in_left = in.size();
+
+    ws_conn_engine e{*this, p, std::min(cfg.max_message, max_message_cap), h, out};
+    for (;;) {
+        wslay_frame_iocb f;
+        ssize_t r = wslay_frame_recv(s.ctx, &f);
+        if (r < 0) {
+            if (r != WSLAY_ERR_WANT_READ) {
+                e.fail(close_code::protocol_error);  // WSLAY_ERR_PROTO: bad control/length
+            }
+            break;
+        }
+        if (!e.on_chunk(f)) {
+            break;
+        }
+    }
+    s.pending += static_cast<int64_t>(in.size() - p.in_left);
+    p.in = saved_in;
+    p.in_left = saved_left;
+
+    if (_state == ws_state::closed || (!s.in_frame && s.pending == 0)) {
+        p.give_back(_frame);
+        _frame = nullptr;
+    }
+}
+
+void ws_conn::write_frame(ws_frame_pool& pool, byte_buffer& out, ws_opcode opcode,
+                          std::span<const uint8_t> payload) {
+    pool.get().send(out, static_cast<uint8_t>(opcode), payload.data(), payload.size());
+}
+
+void ws_conn::close(ws_frame_pool& pool, byte_buffer& out, uint16_t code,
+                    std::string_view reason) {
+    if (_state != ws_state::open) {
+        return;
+    }
+    uint8_t buf[max_ctrl_payload];
+    size_t n = 0;
+    if (code != close_code::no_status) {
+        if (reason.size() > max_close_reason) {
+            // Cut at a code point boundary so the reason stays valid UTF-8.
+            size_t cut = max_close_reason;
+            while (cut > 0 && (static_cast<uint8_t>(reason[cut]) & 0xC0) == 0x80) {
+                --cut;
+            }
+            reason = reason.substr(0, cut);
+        }
+        buf[0] = static_cast<uint8_t>(code >> 8);
+        buf[1] = static_cast<uint8_t>(code);
+        if (!reason.empty()) {
+            std::memcpy(buf + 2, reason.data(), reason.size());
+        }
+        n = 2 + reason.size();
+    }
+    pool.get().send(out, WSLAY_CONNECTION_CLOSE, buf, n);
+    _sent_code = code;
+    _state = ws_state::close_sent;
+}
+
+void ws_conn::reset(ws_frame_pool& pool) {
+    if (_frame) {
+        assert(_frame->owner == &pool.get());
+        if (_frame->in_frame || _frame->pending != 0) {
+            _state = ws_state::closed;  // stream position lost: further input is meaningless
+        }
+        pool.get().give_back(_frame);
+        _frame = nullptr;
+    }
+    _msg.release();
+    _msg_opcode = ws_opcode::continuation;
+    _utf8_state = utf8_accept;
+    _flags &= static_cast<uint8_t>(~flag_msg_rsv1);
+}
+
+}  // namespace wsgate::protocol
