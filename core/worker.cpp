@@ -435,11 +435,15 @@ void worker::on_send(uint32_t slot, int res) {
         start_send(slot, c);  // partial send: resume where it stopped
         return;
     }
-    if (c.out_inflight.capacity() > keep_buffer_bytes) {
-        c.out_inflight.release();
-    }
     if (!c.out_pending.empty() || c.close_after_flush) {
         mark_dirty(slot, c);  // the next send carries everything queued meanwhile
+        if (c.out_inflight.capacity() > keep_buffer_bytes) {
+            c.out_inflight.release();
+        }
+    } else {
+        // Drained: an idle connection keeps no output memory. Under load this is
+        // one small jemalloc free/alloc pair per send, from the thread cache.
+        c.out_inflight.release();
     }
 }
 
