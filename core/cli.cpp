@@ -55,10 +55,22 @@ int parse_command_line(int argc, char** argv, config& cfg) {
         ->capture_default_str()
         ->check(CLI::Range(1u, 3600000u));
 
+    app.add_option("--recv-buffers", cfg.recv_buffers,
+                   "provided receive buffers per worker (power of two; fewer means more ENOBUFS re-arms)")
+        ->capture_default_str()
+        ->check(CLI::Range(1u, 32768u));
+    app.add_option("--recv-buffer-size", cfg.recv_buffer_size, "bytes per receive buffer")
+        ->capture_default_str()
+        ->check(CLI::Range(256u, 1u << 20));
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return app.exit(e);  // prints help/version (exit 0) or the error naming the flag (non-zero)
+    }
+    if ((cfg.recv_buffers & (cfg.recv_buffers - 1)) != 0) {
+        std::fprintf(stderr, "--recv-buffers: %u is not a power of two\n", cfg.recv_buffers);
+        return 2;
     }
     if (auto err = parse_listen(listen, cfg); !err.empty()) {
         std::fprintf(stderr, "--listen: %s\n", err.c_str());

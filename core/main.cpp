@@ -124,5 +124,17 @@ int main(int argc, char** argv) {
     if (failed.load()) {
         status = 1;
     }
+    // One line per worker at exit: what it did (the metrics endpoint comes with issue 5).
+    for (size_t i = 0; i < workers.size(); ++i) {
+        const auto& st = workers[i]->stats();
+        auto get = [](const std::atomic<uint64_t>& v) { return static_cast<unsigned long long>(v.load()); };
+        std::fprintf(stderr,
+                     "wsgate: worker %zu: accepted=%llu closed=%llu handshake_failures=%llu "
+                     "handshake_timeouts=%llu messages_in=%llu messages_out=%llu sends=%llu enobufs=%llu "
+                     "outbound_overflow_closes=%llu\n",
+                     i, get(st.accepted), get(st.closed), get(st.handshake_failures), get(st.handshake_timeouts),
+                     get(st.messages_in), get(st.messages_out), get(st.sends), get(st.enobufs),
+                     get(st.outbound_overflow_closes));
+    }
     return status;
 }
