@@ -53,10 +53,12 @@ constexpr size_t max_message_cap = size_t{1} << 30;
 
 inline bool is_control(uint8_t opcode) { return (opcode & 0x8) != 0; }
 
-inline int64_t wire_size(uint64_t payload_length, bool masked) {
+// Modular (uint64_t) on purpose: a header may announce up to 2^63-1 bytes, and
+// pending is only ever compared with 0, which wrap-around arithmetic preserves.
+inline uint64_t wire_size(uint64_t payload_length, bool masked) {
     uint64_t header = 2 + (payload_length < 126 ? 0 : payload_length < 65536 ? 2 : 8) +
                       (masked ? 4 : 0);
-    return static_cast<int64_t>(header + payload_length);
+    return header + payload_length;
 }
 
 }  // namespace
@@ -72,7 +74,7 @@ struct ws_conn::frame_slot {
     wslay_frame_context_ptr ctx = nullptr;  // receive context (user_data = owner)
     ws_frame_pool::impl* owner = nullptr;   // pool that lent it
     frame_slot* next = nullptr;             // free-list link while pooled
-    int64_t pending = 0;                    // bytes fed to ctx - wire size of frames started
+    uint64_t pending = 0;                   // bytes fed to ctx - wire size of frames started (mod 2^64)
     uint64_t frame_remaining = 0;           // payload bytes of the current frame still due
     bool in_frame = false;                  // header seen, payload not complete
     uint8_t ctrl_len = 0;                   // control payload collected so far
@@ -579,7 +581,7 @@ void ws_conn::feed(std::span<const uint8_t> in, ws_frame_pool& pool, const ws_co
             break;
         }
     }
-    s.pending += static_cast<int64_t>(in.size() - p.in_left);
+    s.pending += in.size() - p.in_left;
     p.in = saved_in;
     p.in_left = saved_left;
 
@@ -625,16 +627,17 @@ void ws_conn::close(ws_frame_pool& pool, byte_buffer& out, uint16_t code,
 void ws_conn::reset(ws_frame_pool& pool) {
     if (_frame) {
         assert(_frame->owner == &pool.get());
-        if (_frame->in_frame || _frame->pending != 0) {
-            _state = ws_state::closed;  // stream position lost: further input is meaningless
-        }
         pool.get().give_back(_frame);
         _frame = nullptr;
     }
     _msg.release();
-    _msg_opcode = ws_opcode::continuation;
+    // Back to the state of a freshly constructed ws_conn: the core reuses slots.
     _utf8_state = utf8_accept;
-    _flags &= static_cast<uint8_t>(~flag_msg_rsv1);
+    _sent_code = 0;
+    _recv_code = 0;
+    _state = ws_state::open;
+    _msg_opcode = ws_opcode::continuation;
+    _flags = 0;
 }
 
 }  // namespace wsgate::protocol

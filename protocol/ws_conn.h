@@ -119,7 +119,8 @@ public:
     uint16_t sent_close_code() const { return _sent_code; }
     // Close code the peer sent (close_code::no_status if its close had no body, 0 if none).
     uint16_t received_close_code() const { return _recv_code; }
-    // Release any pooled context and assembly memory (called when the socket closes).
+    // Release any pooled context and assembly memory and return to the state of a
+    // freshly constructed ws_conn (the core calls it when a connection slot is freed).
     void reset(ws_frame_pool& pool);
 
     // Implementation state, documented in ws_conn.cpp. Kept small: an idle

@@ -450,7 +450,7 @@ TEST(ws_conn, pool_accounting) {
         EXPECT_EQ(c.state(), ws_state::closed);
         EXPECT_EQ(h.pool.contexts_in_use(), 2u);
         a.reset(h.pool);
-        EXPECT_EQ(a.state(), ws_state::closed);  // stream position lost
+        EXPECT_EQ(a.state(), ws_state::open);  // fresh again: the slot can serve a new connection
         EXPECT_EQ(h.pool.contexts_in_use(), 1u);
     }
     EXPECT_EQ(h.pool.contexts_in_use(), 0u);
@@ -496,6 +496,30 @@ TEST(ws_conn, handler_may_close_and_write_during_delivery) {
 
 TEST(ws_conn, object_is_small) {
     EXPECT_LE(sizeof(ws_conn), 48u);
+}
+
+// The core reuses connection slots: after reset() a connection that ended with
+// a close handshake or a failure must behave exactly like a new one.
+TEST(ws_conn, reset_after_close_serves_a_new_connection) {
+    harness h;
+    h.feed(client_frame(op_close, std::span<const uint8_t>(bytes{0x03, 0xe8})));
+    ASSERT_EQ(h.conn.state(), ws_state::closed);
+    h.conn.reset(h.pool);
+    EXPECT_EQ(h.conn.state(), ws_state::open);
+    EXPECT_EQ(h.conn.sent_close_code(), 0);
+    EXPECT_EQ(h.conn.received_close_code(), 0);
+    h.rec.messages.clear();
+    h.feed(client_frame(op_text, "again"));
+    ASSERT_EQ(h.rec.messages.size(), 1u);
+}
+
+// A header announcing 2^63-1 bytes fails with 1009 and no arithmetic overflow (UBSan).
+TEST(ws_conn, huge_64bit_length_is_1009) {
+    harness h;
+    bytes f = {0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4, 0x55};
+    h.feed(f);
+    EXPECT_EQ(h.conn.state(), ws_state::closed);
+    EXPECT_EQ(h.conn.sent_close_code(), 1009);
 }
 
 }  // namespace
