@@ -376,7 +376,7 @@ void worker::on_ws_bytes(uint32_t slot, connection& c, const uint8_t* data, size
     if (c.ws.should_close_socket()) {
         c.close_after_flush = true;
     }
-    if (c.out_pending.size() > _cfg.max_outbound_bytes) {
+    if (c.out_pending.size() + c.out_inflight.size() > _cfg.max_outbound_bytes) {
         // A peer that sends but does not read: bound the memory it can pin.
         bump(_stats.outbound_overflow_closes);
         abort_conn(slot, c);
