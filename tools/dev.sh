@@ -50,8 +50,8 @@ configure_build() {  # dir, cmake args...
   cmake --build "$dir" -j"$jobs"
 }
 
-release() { configure_build build/release -DCMAKE_BUILD_TYPE=Release; }
-asan() { configure_build build/asan -DCMAKE_BUILD_TYPE=Debug -DWSGATE_SANITIZE=ON -DWSGATE_BENCH=OFF; }
+release() { configure_build build/release -DCMAKE_BUILD_TYPE=Release -DWSGATE_BENCH=ON -DWSGATE_TESTS=ON; }
+asan() { configure_build build/asan -DCMAKE_BUILD_TYPE=Debug -DWSGATE_SANITIZE=ON -DWSGATE_BENCH=OFF -DWSGATE_TESTS=ON; }
 
 raise_fd_limit() { ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; }
 

@@ -1,0 +1,86 @@
+"""The benchmark harness must keep working: wsgate-bench against the real gateway.
+
+Not a performance test (no number is asserted): it checks that the load generator
+connects, upgrades, echoes without a corrupt payload and reports JSON, for each
+scenario (echo, idle, handshake), and that the raw-TCP ceiling server echoes too.
+Skipped where the benchmark tools are not built (the sanitizer build).
+"""
+
+import json
+import os
+import subprocess
+import unittest
+
+from wsgate_fixture import Gateway, free_port
+
+BENCH = os.environ.get("WSGATE_BENCH_BIN", "")
+RAW = os.environ.get("WSGATE_RAW_ECHO_BIN", "")
+
+
+def run_json(*args, timeout=60):
+    p = subprocess.run([BENCH, *args, "--json"], capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise AssertionError(f"wsgate-bench {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+    return json.loads(p.stdout)
+
+
+@unittest.skipUnless(BENCH and os.path.exists(BENCH), "wsgate-bench not built")
+class BenchSmoke(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.gw = Gateway(threads=1).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.gw.stop()
+        assert rc == 0, f"gateway exit {rc}\n{cls.gw.log_text()}"
+
+    def test_echo_ws(self):
+        for size in (16, 1024, 70000):
+            r = run_json("echo", "--url", f"ws://127.0.0.1:{self.gw.port}/echo", "--connections", "20",
+                         "--size", str(size), "--inflight", "2", "--duration", "0.5", "--warmup", "0.1")
+            self.assertGreater(r["messages"], 0)
+            self.assertEqual(r["bad_payloads"], 0)
+            self.assertEqual(r["errors"], 0)
+            self.assertEqual(r["connected"], 20)
+            self.assertLessEqual(r["latency_us_p50"], r["latency_us_p99"])
+
+    def test_idle_reports_rss_per_connection(self):
+        r = run_json("idle", "--url", f"ws://127.0.0.1:{self.gw.port}/ws", "--connections", "500",
+                     "--pid", str(self.gw.proc.pid), "--hold", "0.2")
+        self.assertEqual(r["open"], 500)
+        self.assertGreater(r["server_rss_after_bytes"], 0)
+
+    def test_handshake_rate(self):
+        r = run_json("handshake", "--url", f"ws://127.0.0.1:{self.gw.port}/ws", "--duration", "0.5",
+                     "--concurrency", "8")
+        self.assertGreater(r["handshakes"], 0)
+        self.assertEqual(r["handshake_failed"], 0)
+
+    @unittest.skipUnless(RAW and os.path.exists(RAW), "raw-echo-server not built")
+    def test_raw_ceiling_server(self):
+        port = free_port()
+        srv = subprocess.Popen([RAW, "--listen", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        try:
+            r = None
+            for _ in range(50):
+                try:
+                    r = run_json("echo", "--raw", "--url", f"tcp://127.0.0.1:{port}", "--connections", "10",
+                                 "--size", "64", "--duration", "0.3", "--warmup", "0.1")
+                    break
+                except AssertionError:
+                    if srv.poll() is not None:
+                        raise
+                    import time
+                    time.sleep(0.1)
+            self.assertIsNotNone(r)
+            self.assertGreater(r["messages"], 0)
+            self.assertEqual(r["bad_payloads"], 0)
+        finally:
+            srv.terminate()
+            srv.wait(timeout=5)
+
+
+if __name__ == "__main__":
+    unittest.main()
