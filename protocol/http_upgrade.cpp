@@ -224,9 +224,17 @@ parse_error store_header(std::string_view name, std::string_view value, http_req
             set_first(out.authorization, value);
         }
         break;
+    case 14:
+        if (iequals(name, "content-length") && trim_ows(value) != "0") {
+            out.has_body = true;
+        }
+        break;
     case 17:
         if (iequals(name, "sec-websocket-key")) {
             return set_once(out.sec_websocket_key, value);
+        }
+        if (iequals(name, "transfer-encoding")) {
+            out.has_body = true;
         }
         break;
     case 21:
@@ -375,6 +383,7 @@ constexpr refusal k_no_connection{400, "missing connection", "Connection header 
 constexpr refusal k_http_version{400, "http version", "WebSocket needs HTTP/1.1"};
 constexpr refusal k_no_host{400, "missing host", "missing Host"};
 constexpr refusal k_no_key{400, "missing key", "missing Sec-WebSocket-Key"};
+constexpr refusal k_body{400, "request body", "an upgrade request carries no body"};
 constexpr refusal k_bad_key{400, "bad key", "Sec-WebSocket-Key is not 16 bytes of base64"};
 constexpr refusal k_no_version{400, "missing version", "missing Sec-WebSocket-Version"};
 constexpr refusal k_bad_version{426, "bad version", "Sec-WebSocket-Version must be 13",
@@ -532,6 +541,10 @@ handshake_result process_handshake(std::string_view in, const handshake_config& 
     }
     if (req.host.data() == nullptr) {
         return refuse(r, k_no_host);
+    }
+    if (req.has_body) {
+        // Its bytes would otherwise be taken for the client's first WebSocket frames.
+        return refuse(r, k_body);
     }
     if (req.sec_websocket_key.data() == nullptr) {
         return refuse(r, k_no_key);

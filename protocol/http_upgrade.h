@@ -54,6 +54,7 @@ struct http_request {
     bool upgrade_websocket = false;   // Upgrade header lists the token "websocket" (case-insensitive)
     bool connection_upgrade = false;  // Connection header lists the token "upgrade" (case-insensitive)
     int http_minor = 1;               // HTTP/1.x
+    bool has_body = false;            // Content-Length other than 0, or Transfer-Encoding (refused: 400)
 };
 
 struct handshake_result {

@@ -159,6 +159,7 @@ TEST(HttpUpgrade, ValidUpgrade) {
                                .add("Sec-WebSocket-Protocol: chat, v1")
                                .add("Sec-WebSocket-Extensions: permessage-deflate")
                                .add("X-Other: whatever")
+                               .add("Content-Length: 0")
                                .str();
     const decision d = check_splits(in, in.size());
     EXPECT_EQ(d.action, handshake_action::upgrade);
@@ -352,6 +353,9 @@ std::vector<refusal_case> refusal_cases() {
         {"lowercase get", req_builder{}.set_line("get /ws HTTP/1.1").str(), 405, "method", ""},
         {"head healthz", "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method", ""},
         {"post unknown path", req_builder{}.set_line("POST /nope HTTP/1.1").str(), 405, "method", ""},
+        {"content-length body", req_builder{}.add("Content-Length: 5").str(), 400, "request body",
+         "no body"},
+        {"chunked body", req_builder{}.add("Transfer-Encoding: chunked").str(), 400, "request body", ""},
         {"version 8", req_builder{}.replace("Sec-WebSocket-V", "Sec-WebSocket-Version: 8").str(),
          426, "bad version", "13"},
         {"version list", req_builder{}.replace("Sec-WebSocket-V", "Sec-WebSocket-Version: 13, 8").str(),
