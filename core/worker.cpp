@@ -24,7 +24,9 @@ constexpr unsigned cq_entries = 65536;   // multishot accept/recv post many CQEs
 constexpr unsigned recv_padding = 64;    // ≥ SIMDJSON_PADDING: parse complete messages in place
 constexpr uint16_t recv_group = 1;
 constexpr long tick_ns = 100'000'000;    // coarse timer sweep: 100 ms
-constexpr size_t keep_buffer_bytes = 64 * 1024;  // larger output buffers are released when drained
+constexpr size_t cache_buffer_min = 512;          // output buffers recycled through the worker cache:
+constexpr size_t cache_buffer_max = 64 * 1024;    // capacities in [min, max] ...
+constexpr size_t cache_buffers = 256;             // ... up to this many (≤ 16 MiB per worker)
 
 enum : uint8_t { list_none = 0, list_handshake = 1, list_linger = 2 };
 
@@ -74,6 +76,9 @@ worker::worker(unsigned index, int cpu, int listen_fd, const config& cfg)
 }
 
 worker::~worker() {
+    for (auto b : _buffer_cache) {
+        protocol::byte_buffer::free_block(b);
+    }
     if (_ring_ready) {
         io_uring_queue_exit(&_ring);
     }
@@ -372,7 +377,11 @@ void worker::on_handshake_bytes(uint32_t slot, connection& c, const uint8_t* dat
 
 void worker::on_ws_bytes(uint32_t slot, connection& c, const uint8_t* data, size_t len) {
     echo_handler h(*this, c);
+    take_buffer(c.out_pending);
     c.ws.feed(std::span<const uint8_t>(data, len), _frames, _ws_cfg, h, c.out_pending);
+    if (c.out_pending.empty()) {
+        give_buffer(c.out_pending);  // nothing to send: an idle connection holds no buffer
+    }
     if (c.ws.should_close_socket()) {
         c.close_after_flush = true;
     }
@@ -435,15 +444,30 @@ void worker::on_send(uint32_t slot, int res) {
         start_send(slot, c);  // partial send: resume where it stopped
         return;
     }
+    // Drained: the buffer goes back to the worker's cache, so an idle connection
+    // keeps no output memory and a busy one does not pay malloc/free per send.
+    give_buffer(c.out_inflight);
     if (!c.out_pending.empty() || c.close_after_flush) {
         mark_dirty(slot, c);  // the next send carries everything queued meanwhile
-        if (c.out_inflight.capacity() > keep_buffer_bytes) {
-            c.out_inflight.release();
-        }
+    }
+}
+
+void worker::give_buffer(protocol::byte_buffer& b) {
+    size_t cap = b.capacity();
+    if (cap == 0) {
+        return;
+    }
+    if (b.empty() && cap >= cache_buffer_min && cap <= cache_buffer_max && _buffer_cache.size() < cache_buffers) {
+        _buffer_cache.push_back(b.detach());
     } else {
-        // Drained: an idle connection keeps no output memory. Under load this is
-        // one small jemalloc free/alloc pair per send, from the thread cache.
-        c.out_inflight.release();
+        b.release();
+    }
+}
+
+void worker::take_buffer(protocol::byte_buffer& b) {
+    if (b.capacity() == 0 && !_buffer_cache.empty()) {
+        b.adopt(_buffer_cache.back());
+        _buffer_cache.pop_back();
     }
 }
 
@@ -452,8 +476,8 @@ void worker::begin_close(uint32_t slot, connection& c) {
     // (or the linger timeout): closing with unread input would make the kernel
     // send RST, and the peer could lose our last bytes (close frame, HTTP error).
     c.phase = conn_phase::closing;
-    c.out_pending.release();
-    c.out_inflight.release();
+    give_buffer(c.out_pending);
+    give_buffer(c.out_inflight);
     shutdown(c.fd, SHUT_WR);
     list_remove(slot, c);
     list_push(list_linger, slot, c, now_ms() + _cfg.close_linger_ms);
@@ -484,8 +508,10 @@ void worker::maybe_free(uint32_t slot, connection& c) {
     close(c.fd);
     c.fd = -1;
     c.ws.reset(_frames);
-    c.out_pending.release();
-    c.out_inflight.release();
+    c.out_pending.clear();
+    c.out_inflight.clear();
+    give_buffer(c.out_pending);
+    give_buffer(c.out_inflight);
     c.in.release();
     c.target = protocol::endpoint::none;
     c.close_after_flush = false;

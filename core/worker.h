@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cstdint>
 #include <thread>
+#include <vector>
 
 #include "core/buf_ring.h"
 #include "core/config.h"
@@ -87,6 +88,8 @@ private:
     void begin_close(uint32_t slot, connection& c);   // after output is flushed: linger
     void abort_conn(uint32_t slot, connection& c);    // close now, drop unsent output
     void maybe_free(uint32_t slot, connection& c);
+    void give_buffer(protocol::byte_buffer& b);   // to the cache (or the allocator)
+    void take_buffer(protocol::byte_buffer& b);   // from the cache, if b owns none
 
     void list_push(uint8_t which, uint32_t slot, connection& c, uint32_t deadline);
     void list_remove(uint32_t slot, connection& c);
@@ -107,6 +110,10 @@ private:
     buf_ring _bufs;
     protocol::ws_frame_pool _frames;
     connection_slab _conns;
+    // Output buffer memory recycled between connections: a connection holds an
+    // output buffer only while it has output queued, and taking one from here
+    // instead of the allocator keeps malloc/free off the per-message path.
+    std::vector<protocol::byte_buffer::block> _buffer_cache;
 
     uint32_t _dirty_head = no_slot;   // connections with output to flush this turn
     uint32_t _list_head[3] = {no_slot, no_slot, no_slot};

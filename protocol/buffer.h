@@ -78,6 +78,27 @@ public:
         _data = nullptr;
         _begin = _end = _cap = 0;
     }
+    // A bare heap block, for per-worker caches that recycle buffer memory
+    // without going through the allocator on every message.
+    struct block {
+        uint8_t* data;
+        uint32_t capacity;
+    };
+    // Give up the memory (the buffer must be empty; it is left with capacity 0).
+    block detach() {
+        block b{_data, _cap};
+        _data = nullptr;
+        _begin = _end = _cap = 0;
+        return b;
+    }
+    // Take a block from detach() (the buffer must own no memory).
+    void adopt(block b) {
+        _data = b.data;
+        _cap = b.capacity;
+        _begin = _end = 0;
+    }
+    static void free_block(block b) { std::free(b.data); }
+
     // Swap contents with another buffer (used to move a pending queue in flight).
     void swap(byte_buffer& o) noexcept {
         std::swap(_data, o._data);
