@@ -131,10 +131,10 @@ int main(int argc, char** argv) {
         std::fprintf(stderr,
                      "wsgate: worker %zu: accepted=%llu closed=%llu handshake_failures=%llu "
                      "handshake_timeouts=%llu messages_in=%llu messages_out=%llu sends=%llu enobufs=%llu "
-                     "outbound_overflow_closes=%llu\n",
+                     "outbound_overflow_closes=%llu accept_errors=%llu\n",
                      i, get(st.accepted), get(st.closed), get(st.handshake_failures), get(st.handshake_timeouts),
                      get(st.messages_in), get(st.messages_out), get(st.sends), get(st.enobufs),
-                     get(st.outbound_overflow_closes));
+                     get(st.outbound_overflow_closes), get(st.accept_errors));
     }
     return status;
 }

@@ -273,7 +273,13 @@ void worker::on_accept(int res, uint32_t flags) {
     } else if (res != -ECANCELED) {
         // EMFILE/ENFILE and friends: the multishot may have ended; it is re-armed
         // on the next timer tick rather than here, so a full fd table does not spin.
-        std::fprintf(stderr, "wsgate: worker %u: accept: %s\n", _index, std::strerror(-res));
+        // Logged at most once a second: a full fd table fails every pending accept.
+        bump(_stats.accept_errors);
+        uint32_t now = now_ms();
+        if (_accept_error_logged_ms == 0 || now - _accept_error_logged_ms >= 1000) {
+            _accept_error_logged_ms = now ? now : 1;
+            std::fprintf(stderr, "wsgate: worker %u: accept: %s\n", _index, std::strerror(-res));
+        }
         return;
     }
     if (!_accept_armed) {

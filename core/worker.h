@@ -38,6 +38,7 @@ struct worker_stats {
     std::atomic<uint64_t> sends{0};
     std::atomic<uint64_t> enobufs{0};
     std::atomic<uint64_t> outbound_overflow_closes{0};
+    std::atomic<uint64_t> accept_errors{0};
 };
 
 class worker {
@@ -123,6 +124,7 @@ private:
     bool _listener_closed = false;
     uint32_t _stop_deadline = 0;
     uint64_t _wake_value = 0;         // eventfd read target
+    uint32_t _accept_error_logged_ms = 0;  // rate limit for accept error logs
     __kernel_timespec _tick{};
     uint64_t _clock_base_ns = 0;
 

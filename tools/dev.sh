@@ -19,7 +19,7 @@ debian_packages=(
   liburing-dev libwslay-dev libhiredis-dev libsimdjson-dev libjemalloc-dev
   libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
   zlib1g-dev libdeflate-dev libssl-dev
-  python3 python3-websockets redis-server procps util-linux
+  python3 python3-websockets redis-server procps util-linux curl
 )
 
 as_root() {

@@ -90,5 +90,48 @@ class Workers(unittest.TestCase):
         self.assertEqual(sum(w["messages_out"] for w in rows.values()), 200)
 
 
+class FdLimitGateway(Gateway):
+    """A gateway whose open-file limit is tiny, so accept() fails with EMFILE."""
+
+    def __init__(self, nofile, **kw):
+        super().__init__(**kw)
+        self.nofile = nofile
+
+    def command(self, port):
+        return ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--"] + super().command(port)
+
+
+class AcceptErrors(unittest.TestCase):
+    def test_fd_table_full_then_recovers(self):
+        gw = FdLimitGateway(48, threads=1).start()
+        clients = []
+        try:
+            # More connections than the gateway has descriptors: the kernel queues
+            # them, accept() fails with EMFILE, and the gateway must neither spin
+            # nor stop accepting for good.
+            for _ in range(80):
+                s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+                clients.append(s)
+            for s in clients:
+                s.close()
+            clients.clear()
+            # Once descriptors are free again, a new client is served (the accept
+            # is re-armed by the worker's timer tick).
+            ws = RawWS.connect(gw.port, path="/echo", timeout=10)
+            ws.send_text("after emfile")
+            op, data = ws.recv_message(timeout=10)
+            self.assertEqual(data, b"after emfile")
+            ws.close_socket()
+        finally:
+            for s in clients:
+                s.close()
+            self.assertEqual(gw.stop(), 0, gw.log_text())
+        log = gw.log_text(100000)
+        rows = stats(log)
+        self.assertGreater(rows[0]["accept_errors"], 0, log)
+        # Rate-limited: a handful of log lines, not one per failed accept.
+        self.assertLessEqual(log.count("accept: Too many open files"), 10, log)
+
+
 if __name__ == "__main__":
     unittest.main()
