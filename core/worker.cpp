@@ -280,7 +280,9 @@ void worker::on_accept(int res, uint32_t flags) {
             _accept_error_logged_ms = now ? now : 1;
             std::fprintf(stderr, "wsgate: worker %u: accept: %s\n", _index, std::strerror(-res));
         }
-        return;
+        if (!_stopping) {
+            return;
+        }
     }
     if (!_accept_armed) {
         if (_stopping) {
@@ -337,8 +339,20 @@ void worker::on_data(uint32_t slot, connection& c, const uint8_t* data, size_t l
     if (c.phase == conn_phase::dead) {
         return;
     }
+    if (c.close_after_flush) {
+        arm_close_deadline(slot, c);
+    }
     if (!c.out_pending.empty() || c.close_after_flush) {
         mark_dirty(slot, c);
+    }
+}
+
+void worker::arm_close_deadline(uint32_t slot, connection& c) {
+    // A connection we decided to close must be gone within the linger time even
+    // if its peer stops reading and the last send never completes.
+    if (c.timer_list != list_linger) {
+        list_remove(slot, c);
+        list_push(list_linger, slot, c, now_ms() + _cfg.close_linger_ms);
     }
 }
 
@@ -485,7 +499,7 @@ void worker::begin_close(uint32_t slot, connection& c) {
     give_buffer(c.out_pending);
     give_buffer(c.out_inflight);
     shutdown(c.fd, SHUT_WR);
-    list_remove(slot, c);
+    list_remove(slot, c);  // a fresh linger period for the peer's FIN
     list_push(list_linger, slot, c, now_ms() + _cfg.close_linger_ms);
     if (!c.recv_armed) {
         arm_recv(slot);
@@ -617,6 +631,7 @@ void worker::on_wake() {
         if (c.phase == conn_phase::websocket && !c.close_after_flush) {
             c.ws.close(_frames, c.out_pending, protocol::close_code::going_away, "server shutting down");
             c.close_after_flush = true;
+            arm_close_deadline(slot, c);
             mark_dirty(slot, c);
         } else if (c.phase == conn_phase::handshake && !c.close_after_flush) {
             abort_conn(slot, c);

@@ -84,6 +84,7 @@ private:
     void on_ws_bytes(uint32_t slot, connection& c, const uint8_t* data, size_t len);
 
     void mark_dirty(uint32_t slot, connection& c);
+    void arm_close_deadline(uint32_t slot, connection& c);
     void flush();
     void start_send(uint32_t slot, connection& c);
     void begin_close(uint32_t slot, connection& c);   // after output is flushed: linger

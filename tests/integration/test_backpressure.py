@@ -372,6 +372,52 @@ class SlowConsumerTest(BackpressureCase):
 
 
 # --------------------------------------------------------------------------------------
+# A connection we close must go even if its peer stops reading
+# --------------------------------------------------------------------------------------
+
+class StuckCloseTest(BackpressureCase):
+    def test_failed_connection_with_unread_output_is_closed_after_linger(self):
+        # The peer fills its own receive window with echoes it never reads, then
+        # breaks the protocol. The gateway's close frame (and the echoes before it)
+        # can never be flushed; the connection must still be gone after the linger
+        # time (2 s), not held forever with its fd and memory.
+        gw = self.start_gateway()
+        base_fds = gw.fd_count()
+        ws = RawWS.open(gw.port, timeout=5)
+        ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        ws.handshake("/echo")
+        ws.sock.setblocking(False)
+        payload = b"x" * 65536
+        frame = build_frame(OP_BINARY, payload, mask=True)
+        sent = 0
+        deadline = time.monotonic() + 10
+        # Echo requests by volume: far more than the socket buffers hold, well under
+        # the 16 MiB outbound bound, so the gateway's sends stall on our full window.
+        while sent < 6 * MIB and time.monotonic() < deadline:
+            try:
+                n = ws.sock.send(frame)
+                sent += n
+                if n < len(frame):
+                    ws.sock.setblocking(True)
+                    ws.sock.settimeout(5)
+                    ws.sock.sendall(frame[n:])
+                    ws.sock.setblocking(False)
+                    sent += len(frame) - n
+            except BlockingIOError:
+                time.sleep(0.01)
+        ws.sock.setblocking(True)
+        ws.sock.settimeout(5)
+        ws.sock.sendall(build_frame(OP_TEXT, b"unmasked", mask=False))  # protocol error
+        self.assertEqual(gw.fd_count(), base_fds + 1, "connection should still be open right after")
+        n = gw.wait_fds_at_most(base_fds, timeout=8)
+        self.assertEqual(n, base_fds, "the gateway kept a connection it had failed and could not flush")
+        ws.close_socket(rst=True)
+        stats = self.stop_stats(gw)
+        self.assertEqual(stats["accepted"], stats["closed"])
+        self.assertEqual(stats["outbound_overflow_closes"], 0)
+
+
+# --------------------------------------------------------------------------------------
 # 4. Slot reuse under churn: no stale completion reaches a new connection
 # --------------------------------------------------------------------------------------
 
