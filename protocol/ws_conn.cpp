@@ -1,26 +1,34 @@
-// RFC 6455 receive state machine on wslay's frame layer, and the frame-context pool.
+// RFC 6455 receive state machine, its two frame parsers, and the frame-slot pool.
 //
-// wslay_frame_recv() parses headers, enforces the control-frame rules it knows
-// (payload <= 125, FIN set) and minimal length encodings, unmasks, and returns the
-// payload in chunks that point into its 4 KiB input buffer. Everything above the
-// frame (RSV/opcode/mask checks, fragmentation, limits, UTF-8, ping/pong/close) is
-// ours, so that memory stays under our control:
+// Frame parsing. A frame whose header is complete in the bytes at hand is parsed
+// here: complete frames up to 64 KiB go through as one chunk, longer or partial
+// ones stream chunk by chunk (frame_slot::own*), the payload unmasked 8 bytes at
+// a time into a per-worker scratch buffer. A frame whose header arrives split
+// across feeds — or one wslay must reject itself (control frame > 125 bytes or
+// fragmented, non-minimal or 2^63+ length) — goes to wslay_frame_recv(), and
+// recv_callback serves wslay that frame's bytes and no more, so at the frame's
+// end wslay's buffer is empty and the next frame can come back here. Both paths
+// hand the same chunks to ws_conn_engine::on_chunk(), which owns every rule above
+// the frame (RSV/opcode/mask checks, fragmentation, limits, UTF-8, ping/pong/close);
+// like wslay, our parser acts on a header together with its first payload byte,
+// so both fail at the same byte. tests/fuzz/ws_fuzz.cpp feeds every stream whole
+// (our parser) and byte by byte (wslay) and requires identical results.
 //
-//   - A frame context is borrowed from the worker's pool when feed() starts and
-//     returned as soon as every byte handed to wslay belongs to a completed frame.
-//     frame_slot::pending counts that: + bytes served by the recv callback,
-//     - (header + payload) of each frame when its header is seen. wslay rejects
-//     non-minimal lengths, so the header size follows from the payload length.
-//     pending == 0 outside a frame means istate = header and an empty ibuf: the
-//     context is as good as new. A context left mid-parse (failure, reset) is freed.
-//   - A message that completes inside one wslay chunk goes to the handler straight
-//     from wslay's buffer. Anything else is copied into ws_conn::_msg.
-//   - Control payloads split across feeds wait in frame_slot::ctrl, so an idle
-//     connection (or one between fragments) owns no heap memory for them.
+// Why two: Debian's libwslay 1.1.1 copies input into its 4 KiB buffer and
+// unmasks one byte per iteration (~3.5 ns/byte, ~0.28 GB/s per core). Frames
+// larger than a receive buffer always arrived split, and echo of 4 KiB-256 KiB
+// messages ran at 0.15-0.27x the raw-TCP ceiling; with the streaming parser it
+// is 0.67-0.80x (bench/run_echo.sh, 10 connections, same session).
 //
-// Cost accepted: wslay copies input into its buffer and unmasks byte by byte with
-// its cursor kept in memory (~3.5 ns/byte measured with Debian's libwslay 1.1.1,
-// i.e. ~0.28 GB/s per core); that loop, not this file, dominates large messages.
+// Memory. A slot is borrowed from the worker's pool when a frame is left
+// incomplete and returned at its end. For wslay frames frame_slot::pending
+// counts + bytes served, - (header + payload) of each frame when its header is
+// seen; pending == 0 outside a frame means wslay's context is as good as new.
+// A context left mid-parse (failure, reset) is freed. Control payloads split
+// across feeds wait in frame_slot::ctrl, so an idle connection (or one between
+// fragments) owns no heap memory for them. A message that completes inside one
+// chunk goes to the handler straight from the chunk; anything else is copied
+// into ws_conn::_msg.
 //
 // Rules for callers: the pool outlives its connections (~ws_conn gives a borrowed
 // slot back to it); the handler may call write_frame() and close() on any
@@ -79,23 +87,44 @@ struct ws_conn::frame_slot {
     bool in_frame = false;                  // header seen, payload not complete
     uint8_t ctrl_len = 0;                   // control payload collected so far
     uint8_t ctrl[max_ctrl_payload];         // control payload split across feeds
+
+    // Streamed frame (header arrived whole, payload still coming): parsed here,
+    // unmasked 8 bytes at a time; wslay's context is not used for it.
+    bool own = false;
+    bool own_fin = false;
+    bool own_masked = false;
+    uint8_t own_rsv = 0;
+    uint8_t own_opcode = 0;
+    uint8_t own_key[4] = {0, 0, 0, 0};
+    uint64_t own_len = 0;                   // payload length from the header
+    uint64_t own_off = 0;                   // payload bytes consumed so far
+
+    // wslay frame (its header arrived split): wslay is served this frame's bytes
+    // only, so its input buffer is empty again when the frame ends.
+    uint8_t hdr[14];                        // header bytes served so far
+    uint8_t hdr_len = 0;
+    bool wire_known = false;                // header complete: wire_total is valid
+    uint64_t wire_total = 0;                // header + payload of the current frame
+    uint64_t wire_served = 0;               // bytes of it served to wslay
 };
 
 struct ws_frame_pool::impl {
-    // Input the recv callback serves from (the span of the current feed()).
+    // Input the recv callback serves from (the span of the current feed()), and
+    // the slot whose frame it is (the callback serves one frame at most).
     const uint8_t* in = nullptr;
     size_t in_left = 0;
+    ws_conn::frame_slot* cur = nullptr;
     // Output the send callback appends to (set around each wslay_frame_send()).
     byte_buffer* out = nullptr;
     wslay_frame_context_ptr send_ctx = nullptr;
     ws_conn::frame_slot* free_list = nullptr;
     size_t pooled = 0;
     size_t in_use = 0;
-    // Whole-frame fast path (see feed_whole_frames): unmasked payload and a
-    // context-less slot that stands in for a borrowed one during on_chunk().
+    // Our own parser's unmasked payload, and a context-less slot that stands in
+    // for a borrowed one while a whole frame goes through on_chunk().
     byte_buffer scratch;
     ws_conn::frame_slot* whole = nullptr;
-    bool whole_busy = false;  // a handler re-entered feed(): skip the fast path
+    bool scratch_busy = false;  // a handler re-entered feed(): that feed unmasks elsewhere
 
     impl();
     ~impl();
@@ -108,13 +137,45 @@ struct ws_frame_pool::impl {
 
 namespace {
 
+// Header length once its first two bytes are known (2 + extended length + key).
+inline size_t header_size(const uint8_t b[2]) {
+    size_t n = 2 + ((b[1] & 0x80) ? 4 : 0);
+    uint8_t len7 = b[1] & 0x7f;
+    return n + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0);
+}
+
+// Serves wslay the bytes of the current frame and no more: header bytes one at a
+// time until the header is complete (so its length is known), then up to the end
+// of the frame. wslay's input buffer is therefore empty when the frame ends, and
+// the next frame can go to our own parser.
 ssize_t recv_callback(uint8_t* buf, size_t len, int /*flags*/, void* user_data) {
     auto* pool = static_cast<ws_frame_pool::impl*>(user_data);
-    if (pool->in_left == 0) {
+    ws_conn::frame_slot& s = *pool->cur;
+    size_t allow = 1;
+    if (s.wire_known) {
+        allow = static_cast<size_t>(std::min<uint64_t>(s.wire_total - s.wire_served, SIZE_MAX));
+    }
+    size_t k = std::min({len, pool->in_left, allow});
+    if (k == 0) {
         return -1;  // would block: wslay_frame_recv() answers WSLAY_ERR_WANT_READ
     }
-    size_t k = std::min(len, pool->in_left);
     std::memcpy(buf, pool->in, k);
+    if (!s.wire_known) {
+        s.hdr[s.hdr_len++] = pool->in[0];
+        if (s.hdr_len >= 2 && s.hdr_len == header_size(s.hdr)) {
+            uint64_t n = s.hdr[1] & 0x7f;
+            if (n >= 126) {
+                size_t ext = n == 126 ? 2 : 8;
+                n = 0;
+                for (size_t i = 0; i < ext; ++i) {
+                    n = (n << 8) | s.hdr[2 + i];
+                }
+            }
+            s.wire_known = true;
+            s.wire_total = s.hdr_len + n;  // modular: absurd lengths fail in wslay first
+        }
+    }
+    s.wire_served += k;
     pool->in += k;
     pool->in_left -= k;
     return static_cast<ssize_t>(k);
@@ -179,13 +240,21 @@ ws_conn::frame_slot* ws_frame_pool::impl::acquire() {
     s->frame_remaining = 0;
     s->in_frame = false;
     s->ctrl_len = 0;
+    s->own = false;
+    s->own_off = 0;
+    s->hdr_len = 0;
+    s->wire_known = false;
+    s->wire_total = 0;
+    s->wire_served = 0;
     ++in_use;
     return s;
 }
 
 void ws_frame_pool::impl::give_back(ws_conn::frame_slot* s) {
     --in_use;
-    bool clean = !s->in_frame && s->pending == 0;
+    // A context is reusable if wslay never saw bytes of an unfinished frame:
+    // streamed frames (own) never touch it.
+    bool clean = s->own ? true : (!s->in_frame && s->pending == 0);
     if (!clean) {
         // wslay has no reset: a context stopped mid-parse is useless to anyone else.
         wslay_frame_context_free(s->ctx);
@@ -233,8 +302,13 @@ struct ws_conn_engine {
     byte_buffer& out;
 
     // Act on one chunk from wslay_frame_recv(). False once the connection is closed.
+    byte_buffer& scratch;  // where our parser unmasks payload
+
     bool on_chunk(const wslay_frame_iocb& f);
-    size_t feed_whole_frames(std::span<const uint8_t> in);
+    size_t feed_at_boundary(std::span<const uint8_t> in);
+    size_t feed_own(std::span<const uint8_t> in);
+    size_t feed_wslay(std::span<const uint8_t> in);
+    void release_slot();
     bool start_frame(const wslay_frame_iocb& f);
     void on_data(const wslay_frame_iocb& f, bool first, bool frame_done);
     void on_control(uint8_t opcode, std::span<const uint8_t> payload);
@@ -453,88 +527,187 @@ void unmask_copy(uint8_t* dst, const uint8_t* src, size_t n, const uint8_t key[4
     }
 }
 
+// Unmask n bytes at payload offset `off` (the key rotates with the offset).
+void unmask_at(uint8_t* dst, const uint8_t* src, size_t n, const uint8_t key[4], uint64_t off) {
+    uint8_t k[4];
+    for (int i = 0; i < 4; ++i) {
+        k[i] = key[(off + static_cast<uint64_t>(i)) & 3];
+    }
+    unmask_copy(dst, src, n, k);
+}
+
+// Parsed frame header: what our parser needs before it can take a frame.
+struct frame_header {
+    bool fin = false;
+    bool masked = false;
+    uint8_t rsv = 0;
+    uint8_t opcode = 0;
+    uint64_t len = 0;
+    size_t size = 0;  // header bytes
+    const uint8_t* key = nullptr;
+};
+
+// True when `in` starts with a complete header that wslay would accept. Anything
+// wslay rejects itself (control frame > 125 bytes or not FIN, non-minimal or
+// 2^63+ lengths) is left to wslay, so the outcome stays wslay's.
+bool parse_header(std::span<const uint8_t> in, frame_header& h) {
+    if (in.size() < 2) {
+        return false;
+    }
+    const uint8_t* p = in.data();
+    h.fin = (p[0] & 0x80) != 0;
+    h.rsv = (p[0] >> 4) & 0x7;
+    h.opcode = p[0] & 0x0f;
+    h.masked = (p[1] & 0x80) != 0;
+    h.len = p[1] & 0x7f;
+    h.size = header_size(p);
+    if (in.size() < h.size) {
+        return false;
+    }
+    if (is_control(h.opcode) && (h.len > 125 || !h.fin)) {
+        return false;
+    }
+    if (h.len == 126) {
+        h.len = (static_cast<uint64_t>(p[2]) << 8) | p[3];
+        if (h.len < 126) {
+            return false;
+        }
+    } else if (h.len == 127) {
+        h.len = 0;
+        for (int i = 0; i < 8; ++i) {
+            h.len = (h.len << 8) | p[2 + i];
+        }
+        if (h.len < 65536 || (h.len >> 63) != 0) {
+            return false;
+        }
+    }
+    h.key = h.masked ? p + h.size - 4 : nullptr;
+    return true;
+}
+
 }  // namespace
 
-// Frames that arrive whole while no frame is in progress are parsed here
-// without wslay's copy into its input buffer and its byte-wise unmasking; the
-// same checks run (ws_conn_engine::on_chunk with a complete chunk). Anything
-// unusual — a partial frame, a non-minimal or oversized length, a control frame
-// wslay rejects — stops the fast path and is left to wslay, which then
-// produces the outcome. Returns the bytes consumed.
-size_t ws_conn_engine::feed_whole_frames(std::span<const uint8_t> in) {
-    size_t off = 0;
-    while (c._state != ws_state::closed && in.size() - off >= 2) {
-        const uint8_t* p = in.data() + off;
-        size_t avail = in.size() - off;
-        uint8_t opcode = p[0] & 0x0f;
-        bool fin = (p[0] & 0x80) != 0;
-        bool masked = (p[1] & 0x80) != 0;
-        uint64_t len = p[1] & 0x7f;
-        size_t header = 2;
-        if (is_control(opcode) && (len > 125 || !fin)) {
-            break;  // wslay: WSLAY_ERR_PROTO
-        }
-        if (len == 126) {
-            if (avail < 4) {
-                break;
-            }
-            len = (static_cast<uint64_t>(p[2]) << 8) | p[3];
-            if (len < 126) {
-                break;
-            }
-            header = 4;
-        } else if (len == 127) {
-            if (avail < 10) {
-                break;
-            }
-            len = 0;
-            for (int i = 0; i < 8; ++i) {
-                len = (len << 8) | p[2 + i];
-            }
-            if (len < 65536 || len > whole_frame_limit) {
-                break;
-            }
-            header = 10;
-        }
-        if (len > whole_frame_limit) {
-            break;
-        }
-        const uint8_t* key = p + header;
-        if (masked) {
-            header += 4;
-        }
-        if (avail < header + len) {
-            break;  // partial frame: wslay keeps the state across feeds
-        }
+// At a frame boundary (no slot borrowed). A frame whose header is here whole is
+// ours: complete and ≤ 64 KiB → one chunk straight through on_chunk(); longer or
+// incomplete → streamed (feed_own). A frame whose header is split or that wslay
+// must reject goes to wslay (feed_wslay). Returns the bytes consumed (> 0).
+size_t ws_conn_engine::feed_at_boundary(std::span<const uint8_t> in) {
+    frame_header h;
+    if (!parse_header(in, h)) {
+        c._frame = pool.acquire();
+        return feed_wslay(in);
+    }
+    uint64_t avail = in.size() - h.size;
+    if (avail >= h.len && h.len <= whole_frame_limit) {
         wslay_frame_iocb f{};
-        f.fin = fin;
-        f.rsv = (p[0] >> 4) & 0x7;
-        f.opcode = opcode;
-        f.payload_length = len;
-        f.mask = masked;
-        f.data_length = len;
-        if (masked && len > 0) {
-            pool.scratch.clear();
-            uint8_t* dst = pool.scratch.prepare(len);
-            unmask_copy(dst, p + header, len, key);
+        f.fin = h.fin;
+        f.rsv = h.rsv;
+        f.opcode = h.opcode;
+        f.payload_length = h.len;
+        f.mask = h.masked;
+        f.data_length = h.len;
+        const uint8_t* payload = in.data() + h.size;
+        if (h.masked && h.len > 0) {
+            scratch.clear();
+            uint8_t* dst = scratch.prepare(h.len);
+            unmask_copy(dst, payload, h.len, h.key);
             f.data = dst;
         } else {
-            f.data = p + header;  // unmasked frames fail in start_frame(); empty ones need no bytes
+            f.data = payload;  // unmasked frames fail in start_frame(); empty ones need no bytes
         }
         ws_conn::frame_slot& s = *pool.whole;
         s.in_frame = false;
-        s.pending = wire_size(len, masked);
+        s.own = false;
+        s.pending = wire_size(h.len, h.masked);
         s.frame_remaining = 0;
         s.ctrl_len = 0;
         c._frame = &s;
         on_chunk(f);
         c._frame = nullptr;
-        off += header + len;
+        return h.size + h.len;
     }
-    if (pool.scratch.capacity() > 2 * whole_frame_limit) {
-        pool.scratch.release();
+    ws_conn::frame_slot& s = *pool.acquire();
+    c._frame = &s;
+    s.own = true;
+    s.own_fin = h.fin;
+    s.own_masked = h.masked;
+    s.own_rsv = h.rsv;
+    s.own_opcode = h.opcode;
+    if (h.masked) {
+        std::memcpy(s.own_key, h.key, 4);
     }
-    return off;
+    s.own_len = h.len;
+    s.own_off = 0;
+    s.pending = wire_size(h.len, h.masked);  // start_frame() takes it back to 0
+    return h.size;
+}
+
+// Payload of a streamed frame. Like wslay, the header is acted on together with
+// the first payload byte, so both paths fail at the same byte.
+size_t ws_conn_engine::feed_own(std::span<const uint8_t> in) {
+    ws_conn::frame_slot& s = *c._frame;
+    uint64_t left = s.own_len - s.own_off;
+    size_t k = static_cast<size_t>(std::min<uint64_t>({left, in.size(), whole_frame_limit}));
+    wslay_frame_iocb f{};
+    f.fin = s.own_fin;
+    f.rsv = s.own_rsv;
+    f.opcode = s.own_opcode;
+    f.payload_length = s.own_len;
+    f.mask = s.own_masked;
+    f.data_length = k;
+    if (s.own_masked) {
+        scratch.clear();
+        uint8_t* dst = scratch.prepare(k);
+        unmask_at(dst, in.data(), k, s.own_key, s.own_off);
+        f.data = dst;
+    } else {
+        f.data = in.data();
+    }
+    s.own_off += k;
+    on_chunk(f);
+    if (c._state == ws_state::closed || s.own_off == s.own_len) {
+        release_slot();
+    }
+    return k;
+}
+
+// wslay parses this frame: served through recv_callback, one frame at most.
+size_t ws_conn_engine::feed_wslay(std::span<const uint8_t> in) {
+    ws_conn::frame_slot& s = *c._frame;
+    // Saved so that a handler may feed another connection of the same pool.
+    const uint8_t* saved_in = pool.in;
+    size_t saved_left = pool.in_left;
+    ws_conn::frame_slot* saved_cur = pool.cur;
+    pool.in = in.data();
+    pool.in_left = in.size();
+    pool.cur = &s;
+    for (;;) {
+        wslay_frame_iocb f;
+        ssize_t r = wslay_frame_recv(s.ctx, &f);
+        if (r < 0) {
+            if (r != WSLAY_ERR_WANT_READ) {
+                fail(close_code::protocol_error);  // WSLAY_ERR_PROTO: bad control/length
+            }
+            break;
+        }
+        if (!on_chunk(f) || (!s.in_frame && s.wire_known && s.wire_served == s.wire_total)) {
+            break;
+        }
+    }
+    size_t used = in.size() - pool.in_left;
+    s.pending += used;
+    pool.in = saved_in;
+    pool.in_left = saved_left;
+    pool.cur = saved_cur;
+    if (c._state == ws_state::closed || (!s.in_frame && s.wire_known && s.wire_served == s.wire_total)) {
+        release_slot();  // frame done: wslay's buffer is empty, its context as good as new
+    }
+    return used;
+}
+
+void ws_conn_engine::release_slot() {
+    pool.give_back(c._frame);
+    c._frame = nullptr;
 }
 
 ws_conn::~ws_conn() {
@@ -545,49 +718,38 @@ ws_conn::~ws_conn() {
 
 void ws_conn::feed(std::span<const uint8_t> in, ws_frame_pool& pool, const ws_config& cfg,
                    ws_handler& h, byte_buffer& out) {
-    if (_state == ws_state::closed || in.empty()) {
-        return;
-    }
     ws_frame_pool::impl& p = pool.get();
-    ws_conn_engine e{*this, p, std::min(cfg.max_message, max_message_cap), h, out};
-    if (!_frame && !p.whole_busy) {
-        p.whole_busy = true;
-        size_t used = e.feed_whole_frames(in);
-        p.whole_busy = false;
-        if (_state == ws_state::closed || used == in.size()) {
-            return;
+    // A handler that feeds another connection of this pool from inside on_message()
+    // must not overwrite the payload it was handed: nested feeds unmask elsewhere.
+    byte_buffer nested;
+    bool outer = !p.scratch_busy;
+    ws_conn_engine e{*this, p, std::min(cfg.max_message, max_message_cap), h, out,
+                     outer ? p.scratch : nested};
+    p.scratch_busy = true;
+    size_t off = 0;
+    while (_state != ws_state::closed && off < in.size()) {
+        std::span<const uint8_t> rest = in.subspan(off);
+        size_t used;
+        if (!_frame) {
+            used = e.feed_at_boundary(rest);
+        } else if (_frame->own) {
+            used = e.feed_own(rest);
+        } else {
+            used = e.feed_wslay(rest);
         }
-        in = in.subspan(used);
-    }
-    if (!_frame) {
-        _frame = p.acquire();
-    }
-    frame_slot& s = *_frame;
-    // Saved so that a handler may feed another connection of the same pool.
-    const uint8_t* saved_in = p.in;
-    size_t saved_left = p.in_left;
-    p.in = in.data();
-    p.in_left = in.size();
-    for (;;) {
-        wslay_frame_iocb f;
-        ssize_t r = wslay_frame_recv(s.ctx, &f);
-        if (r < 0) {
-            if (r != WSLAY_ERR_WANT_READ) {
-                e.fail(close_code::protocol_error);  // WSLAY_ERR_PROTO: bad control/length
-            }
-            break;
+        if (used == 0) {
+            break;  // wslay wants more than it was given (cannot happen with bytes left)
         }
-        if (!e.on_chunk(f)) {
-            break;
-        }
+        off += used;
     }
-    s.pending += in.size() - p.in_left;
-    p.in = saved_in;
-    p.in_left = saved_left;
-
-    if (_state == ws_state::closed || (!s.in_frame && s.pending == 0)) {
-        p.give_back(_frame);
-        _frame = nullptr;
+    if (_state == ws_state::closed && _frame) {
+        e.release_slot();
+    }
+    if (outer) {
+        p.scratch_busy = false;
+        if (p.scratch.capacity() > 2 * whole_frame_limit) {
+            p.scratch.release();
+        }
     }
 }
 

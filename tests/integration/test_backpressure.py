@@ -382,7 +382,14 @@ class StuckCloseTest(BackpressureCase):
         # can never be flushed; the connection must still be gone after the linger
         # time (2 s), not held forever with its fd and memory.
         gw = self.start_gateway()
+        # The fixture's /healthz probe may still be lingering: wait for a stable count.
         base_fds = gw.fd_count()
+        for _ in range(100):
+            time.sleep(0.05)
+            n = gw.fd_count()
+            if n == base_fds:
+                break
+            base_fds = n
         ws = RawWS.open(gw.port, timeout=5)
         ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         ws.handshake("/echo")
