@@ -1,6 +1,7 @@
 // Google Benchmark micro-benchmarks of protocol/ hot paths (SPEC section 7):
-// UTF-8 validation, frame parsing + unmasking (whole-frame fast path and the
-// wslay path for split frames), frame writing, and the HTTP upgrade.
+// UTF-8 validation, frame parsing + unmasking (whole frames, streamed frames,
+// and wslay's parser for frames whose header arrives split), frame writing,
+// and the HTTP upgrade.
 //
 // Run: build/release/bench/micro/wsgate-micro [--benchmark_filter=REGEX]
 // Numbers are per call on this machine; compare runs from the same session only.
@@ -95,7 +96,7 @@ void bm_feed_whole_frame(benchmark::State& state) {
 }
 BENCHMARK(bm_feed_whole_frame)->Arg(16)->Arg(1024)->Arg(16384);
 
-// The same frames split in two: the second half goes through wslay.
+// The same frames split in two: the header is whole, the payload streams.
 void bm_feed_split_frame(benchmark::State& state) {
     auto frame = client_frame(0x1, text_payload(static_cast<size_t>(state.range(0)), false));
     std::span<const uint8_t> all(frame);
@@ -113,6 +114,24 @@ void bm_feed_split_frame(benchmark::State& state) {
     state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
 }
 BENCHMARK(bm_feed_split_frame)->Arg(16)->Arg(1024)->Arg(16384);
+
+// The header split after its first byte: the frame goes through wslay's parser.
+void bm_feed_split_header(benchmark::State& state) {
+    auto frame = client_frame(0x1, text_payload(static_cast<size_t>(state.range(0)), false));
+    std::span<const uint8_t> all(frame);
+    ws_frame_pool pool;
+    ws_config cfg;
+    ws_conn conn;
+    sink h;
+    byte_buffer out;
+    for (auto _ : state) {
+        conn.feed(all.subspan(0, 1), pool, cfg, h, out);
+        conn.feed(all.subspan(1), pool, cfg, h, out);
+        out.clear();
+    }
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
+}
+BENCHMARK(bm_feed_split_header)->Arg(16)->Arg(1024)->Arg(16384);
 
 void bm_write_frame(benchmark::State& state) {
     auto payload = text_payload(static_cast<size_t>(state.range(0)), false);
