@@ -44,6 +44,7 @@
 #include <new>
 
 #include "protocol/utf8.h"
+#include "protocol/ws_frame.h"
 
 namespace wsgate::protocol {
 
@@ -59,7 +60,13 @@ constexpr uint64_t reserve_frame_limit = 64 * 1024;
 // byte_buffer counts in uint32_t; keep assembled messages well inside that.
 constexpr size_t max_message_cap = size_t{1} << 30;
 
-inline bool is_control(uint8_t opcode) { return (opcode & 0x8) != 0; }
+using frame::frame_header;
+using frame::header_size;
+using frame::is_control;
+using frame::parse_header;
+using frame::unmask_at;
+using frame::unmask_copy;
+using frame::whole_frame_limit;
 
 // Modular (uint64_t) on purpose: a header may announce up to 2^63-1 bytes, and
 // pending is only ever compared with 0, which wrap-around arithmetic preserves.
@@ -137,12 +144,6 @@ struct ws_frame_pool::impl {
 
 namespace {
 
-// Header length once its first two bytes are known (2 + extended length + key).
-inline size_t header_size(const uint8_t b[2]) {
-    size_t n = 2 + ((b[1] & 0x80) ? 4 : 0);
-    uint8_t len7 = b[1] & 0x7f;
-    return n + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0);
-}
 
 // Serves wslay the bytes of the current frame and no more: header bytes one at a
 // time until the header is complete (so its length is known), then up to the end
@@ -502,90 +503,6 @@ void ws_conn_engine::fail(uint16_t code) {
     end_message();
 }
 
-namespace {
-
-// Largest payload the fast path unmasks into the pool's scratch buffer; larger
-// frames go through wslay (they are rare, and their cost is dominated by copying anyway).
-constexpr uint64_t whole_frame_limit = 64 * 1024;
-
-// XOR-unmask n bytes from src into dst, 8 bytes at a time. wslay unmasks one
-// byte per iteration with a modulo, ~3.5 ns/byte measured: the dominant cost
-// of echoing 1 KiB messages. `key` is the 4-byte masking key.
-void unmask_copy(uint8_t* dst, const uint8_t* src, size_t n, const uint8_t key[4]) {
-    uint32_t k32;
-    std::memcpy(&k32, key, 4);
-    uint64_t k64 = (static_cast<uint64_t>(k32) << 32) | k32;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v;
-        std::memcpy(&v, src + i, 8);
-        v ^= k64;
-        std::memcpy(dst + i, &v, 8);
-    }
-    for (; i < n; ++i) {
-        dst[i] = src[i] ^ key[i & 3];
-    }
-}
-
-// Unmask n bytes at payload offset `off` (the key rotates with the offset).
-void unmask_at(uint8_t* dst, const uint8_t* src, size_t n, const uint8_t key[4], uint64_t off) {
-    uint8_t k[4];
-    for (int i = 0; i < 4; ++i) {
-        k[i] = key[(off + static_cast<uint64_t>(i)) & 3];
-    }
-    unmask_copy(dst, src, n, k);
-}
-
-// Parsed frame header: what our parser needs before it can take a frame.
-struct frame_header {
-    bool fin = false;
-    bool masked = false;
-    uint8_t rsv = 0;
-    uint8_t opcode = 0;
-    uint64_t len = 0;
-    size_t size = 0;  // header bytes
-    const uint8_t* key = nullptr;
-};
-
-// True when `in` starts with a complete header that wslay would accept. Anything
-// wslay rejects itself (control frame > 125 bytes or not FIN, non-minimal or
-// 2^63+ lengths) is left to wslay, so the outcome stays wslay's.
-bool parse_header(std::span<const uint8_t> in, frame_header& h) {
-    if (in.size() < 2) {
-        return false;
-    }
-    const uint8_t* p = in.data();
-    h.fin = (p[0] & 0x80) != 0;
-    h.rsv = (p[0] >> 4) & 0x7;
-    h.opcode = p[0] & 0x0f;
-    h.masked = (p[1] & 0x80) != 0;
-    h.len = p[1] & 0x7f;
-    h.size = header_size(p);
-    if (in.size() < h.size) {
-        return false;
-    }
-    if (is_control(h.opcode) && (h.len > 125 || !h.fin)) {
-        return false;
-    }
-    if (h.len == 126) {
-        h.len = (static_cast<uint64_t>(p[2]) << 8) | p[3];
-        if (h.len < 126) {
-            return false;
-        }
-    } else if (h.len == 127) {
-        h.len = 0;
-        for (int i = 0; i < 8; ++i) {
-            h.len = (h.len << 8) | p[2 + i];
-        }
-        if (h.len < 65536 || (h.len >> 63) != 0) {
-            return false;
-        }
-    }
-    h.key = h.masked ? p + h.size - 4 : nullptr;
-    return true;
-}
-
-}  // namespace
 
 // At a frame boundary (no slot borrowed). A frame whose header is here whole is
 // ours: complete and ≤ 64 KiB → one chunk straight through on_chunk(); longer or
