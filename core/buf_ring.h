@@ -42,7 +42,6 @@ public:
             _pending = 0;
         }
     }
-    size_t bytes() const { return _ring_bytes + _buf_bytes; }
 
 private:
     io_uring* _ring = nullptr;

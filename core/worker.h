@@ -15,7 +15,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <thread>
 #include <vector>
 
 #include "core/buf_ring.h"
