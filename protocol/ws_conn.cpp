@@ -67,14 +67,8 @@ using frame::parse_header;
 using frame::unmask_at;
 using frame::unmask_copy;
 using frame::whole_frame_limit;
+using frame::wire_size;
 
-// Modular (uint64_t) on purpose: a header may announce up to 2^63-1 bytes, and
-// pending is only ever compared with 0, which wrap-around arithmetic preserves.
-inline uint64_t wire_size(uint64_t payload_length, bool masked) {
-    uint64_t header = 2 + (payload_length < 126 ? 0 : payload_length < 65536 ? 2 : 8) +
-                      (masked ? 4 : 0);
-    return header + payload_length;
-}
 
 }  // namespace
 

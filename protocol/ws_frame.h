@@ -21,6 +21,14 @@ inline size_t header_size(const uint8_t b[2]) {
     return n + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0);
 }
 
+// Modular (uint64_t) on purpose: a header may announce up to 2^63-1 bytes, and
+// pending is only ever compared with 0, which wrap-around arithmetic preserves.
+inline uint64_t wire_size(uint64_t payload_length, bool masked) {
+    uint64_t header = 2 + (payload_length < 126 ? 0 : payload_length < 65536 ? 2 : 8) +
+                      (masked ? 4 : 0);
+    return header + payload_length;
+}
+
 // Largest payload handed on as one chunk (and the largest chunk a streamed frame
 // is unmasked in): bounds the per-worker scratch buffer.
 inline constexpr uint64_t whole_frame_limit = 64 * 1024;

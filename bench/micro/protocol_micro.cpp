@@ -80,58 +80,35 @@ void bm_utf8_validate(benchmark::State& state, bool multibyte) {
 BENCHMARK_CAPTURE(bm_utf8_validate, ascii, false)->Arg(16)->Arg(1024)->Arg(65536);
 BENCHMARK_CAPTURE(bm_utf8_validate, multibyte, true)->Arg(16)->Arg(1024)->Arg(65536);
 
-// Whole frames in one feed: the fast path (header parse + word-wise unmask).
-void bm_feed_whole_frame(benchmark::State& state) {
-    auto frame = client_frame(0x1, text_payload(static_cast<size_t>(state.range(0)), false));
-    ws_frame_pool pool;
-    ws_config cfg;
-    ws_conn conn;
-    sink h;
-    byte_buffer out;
-    for (auto _ : state) {
-        conn.feed(frame, pool, cfg, h, out);
-        out.clear();
-    }
-    state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
-}
-BENCHMARK(bm_feed_whole_frame)->Arg(16)->Arg(1024)->Arg(16384);
-
-// The same frames split in two: the header is whole, the payload streams.
-void bm_feed_split_frame(benchmark::State& state) {
+// Feed one masked text frame of state.range(0) bytes, split at `cut(frame size)`
+// (0: whole). Where the split falls decides the parser:
+//   whole       - complete frame, one chunk (our parser);
+//   split_frame - header whole, payload streamed in two chunks (our parser);
+//   split_header- header split after its first byte: wslay parses the frame.
+template <class Cut>
+void bm_feed(benchmark::State& state, Cut cut) {
     auto frame = client_frame(0x1, text_payload(static_cast<size_t>(state.range(0)), false));
     std::span<const uint8_t> all(frame);
-    size_t half = frame.size() / 2;
+    size_t at = cut(frame.size());
     ws_frame_pool pool;
     ws_config cfg;
     ws_conn conn;
     sink h;
     byte_buffer out;
     for (auto _ : state) {
-        conn.feed(all.subspan(0, half), pool, cfg, h, out);
-        conn.feed(all.subspan(half), pool, cfg, h, out);
+        if (at == 0) {
+            conn.feed(all, pool, cfg, h, out);
+        } else {
+            conn.feed(all.subspan(0, at), pool, cfg, h, out);
+            conn.feed(all.subspan(at), pool, cfg, h, out);
+        }
         out.clear();
     }
     state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
 }
-BENCHMARK(bm_feed_split_frame)->Arg(16)->Arg(1024)->Arg(16384);
-
-// The header split after its first byte: the frame goes through wslay's parser.
-void bm_feed_split_header(benchmark::State& state) {
-    auto frame = client_frame(0x1, text_payload(static_cast<size_t>(state.range(0)), false));
-    std::span<const uint8_t> all(frame);
-    ws_frame_pool pool;
-    ws_config cfg;
-    ws_conn conn;
-    sink h;
-    byte_buffer out;
-    for (auto _ : state) {
-        conn.feed(all.subspan(0, 1), pool, cfg, h, out);
-        conn.feed(all.subspan(1), pool, cfg, h, out);
-        out.clear();
-    }
-    state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
-}
-BENCHMARK(bm_feed_split_header)->Arg(16)->Arg(1024)->Arg(16384);
+BENCHMARK_CAPTURE(bm_feed, whole_frame, [](size_t) { return size_t{0}; })->Arg(16)->Arg(1024)->Arg(16384);
+BENCHMARK_CAPTURE(bm_feed, split_frame, [](size_t n) { return n / 2; })->Arg(16)->Arg(1024)->Arg(16384);
+BENCHMARK_CAPTURE(bm_feed, split_header, [](size_t) { return size_t{1}; })->Arg(16)->Arg(1024)->Arg(16384);
 
 void bm_write_frame(benchmark::State& state) {
     auto payload = text_payload(static_cast<size_t>(state.range(0)), false);
