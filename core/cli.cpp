@@ -55,6 +55,35 @@ int parse_command_line(int argc, char** argv, config& cfg) {
         ->capture_default_str()
         ->check(CLI::Range(1u, 3600000u));
 
+    app.add_option("--jwt-secret", cfg.jwt_secret,
+                   "HS256 secret: clients must present a JWT (without it: anonymous development mode)");
+    app.add_option("--jwt-leeway-s", cfg.jwt_leeway_s, "clock skew allowed on a token's exp and nbf, in seconds")
+        ->capture_default_str()
+        ->check(CLI::Range(0u, 3600u));
+    app.add_option("--allow-origin", cfg.allowed_origins,
+                   "allowed Origin (repeatable, e.g. https://app.example.com; '*' = any); others get 403");
+    app.add_option("--max-connections", cfg.max_connections,
+                   "WebSocket connections per process; more get 503 before the upgrade (0 = no limit)")
+        ->capture_default_str();
+    app.add_option("--max-rooms-per-conn", cfg.max_rooms_per_conn, "rooms one connection may join (error 'limit')")
+        ->capture_default_str()
+        ->check(CLI::Range(1u, 1000000u));
+    app.add_option("--rate-limit", cfg.rate_limit,
+                   "messages per second per connection (token bucket; 'limit' errors, then close 1008); 0 = off")
+        ->capture_default_str();
+    app.add_option("--rate-burst", cfg.rate_burst, "messages a connection may send at once above --rate-limit")
+        ->capture_default_str()
+        ->check(CLI::Range(1u, 1000000u));
+    app.add_option("--max-outbound-bytes", cfg.max_outbound_bytes,
+                   "bytes queued for one connection before the slow-consumer policy applies")
+        ->capture_default_str()
+        ->check(CLI::Range(size_t{4096}, size_t{1} << 31));
+    std::string slow = "close";
+    app.add_option("--slow-consumer", slow,
+                   "past --max-outbound-bytes: 'close' (1013) or 'drop' (oldest queued pushes, counted)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"close", "drop"}));
+
     app.add_option("--recv-buffers", cfg.recv_buffers,
                    "provided receive buffers per worker (power of two; fewer means more ENOBUFS re-arms)")
         ->capture_default_str()
@@ -72,6 +101,7 @@ int parse_command_line(int argc, char** argv, config& cfg) {
         std::fprintf(stderr, "--recv-buffers: %u is not a power of two\n", cfg.recv_buffers);
         return 2;
     }
+    cfg.slow_consumer = slow == "drop" ? slow_consumer_policy::drop : slow_consumer_policy::close;
     if (auto err = parse_listen(listen, cfg); !err.empty()) {
         std::fprintf(stderr, "--listen: %s\n", err.c_str());
         return 2;

@@ -7,8 +7,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace wsgate::core {
+
+enum class slow_consumer_policy : uint8_t {
+    close,  // past the outbound bound: close 1013 (try again later)
+    drop,   // past the outbound bound: drop the oldest queued pushes (counted)
+};
 
 struct config {
     std::string listen_host = "0.0.0.0";  // --listen HOST:PORT
@@ -21,10 +27,20 @@ struct config {
     unsigned handshake_timeout_ms = 10000;  // --handshake-timeout-ms: slowloris guard
     unsigned close_linger_ms = 2000;      // how long a closing socket waits for the peer's FIN
     unsigned shutdown_timeout_ms = 3000;  // at SIGTERM: how long closing handshakes may take
-    size_t max_outbound_bytes = 16u << 20;  // per-connection queued output bound (slow consumer)
+    size_t max_outbound_bytes = 16u << 20;  // --max-outbound-bytes: queued output bound per connection
+    slow_consumer_policy slow_consumer = slow_consumer_policy::close;  // --slow-consumer
     unsigned recv_buffers = 1024;         // provided buffers per worker (power of two)
     unsigned recv_buffer_size = 4096;     // bytes per provided buffer
     unsigned listen_backlog = 4096;
+
+    // Authentication and admission (SPEC sections 2 and 5).
+    std::string jwt_secret;               // --jwt-secret; empty: anonymous development mode
+    unsigned jwt_leeway_s = 30;           // --jwt-leeway-s: clock skew allowed on exp/nbf
+    std::vector<std::string> allowed_origins;  // --allow-origin (repeatable); empty: any
+    uint64_t max_connections = 0;         // --max-connections: upgraded connections per process, 0 = no limit → 503
+    unsigned max_rooms_per_conn = 100;    // --max-rooms-per-conn → error "limit"
+    unsigned rate_limit = 100;            // --rate-limit: messages/s per connection, 0 = off
+    unsigned rate_burst = 200;            // --rate-burst: bucket size (messages)
 };
 
 }  // namespace wsgate::core

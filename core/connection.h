@@ -14,6 +14,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/outq.h"
 #include "protocol/buffer.h"
 #include "protocol/http_upgrade.h"
 #include "protocol/ws_conn.h"
@@ -21,6 +22,8 @@
 namespace wsgate::core {
 
 inline constexpr uint32_t no_slot = UINT32_MAX;
+
+struct client_session;  // defined in worker.cpp
 
 enum class conn_phase : uint8_t {
     handshake,  // reading the HTTP request head
@@ -30,10 +33,13 @@ enum class conn_phase : uint8_t {
 };
 
 struct connection {
-    protocol::byte_buffer out_pending;   // queued while a send is in flight; sent next
-    protocol::byte_buffer out_inflight;  // the bytes of the send in flight (front = unsent part)
+    protocol::byte_buffer out;           // own bytes being staged (replies, echo, close): sealed into q
+    segment_queue q;                     // queued output: slices of private and shared frames
     protocol::byte_buffer in;            // handshake bytes not yet parsed (released on upgrade)
     protocol::ws_conn ws;                // WebSocket state (upgraded connections)
+    client_session* sess = nullptr;      // client endpoint (/ws): identity, format, rate state
+    uint32_t out_bytes = 0;              // bytes in q
+    uint32_t pinned_segs = 0;            // q's front segments in flight or partly sent: never dropped
     int fd = -1;
     uint32_t gen = 0;                    // bumped when the slot is freed
     uint32_t list_prev = no_slot;        // timer list links (handshake or linger list)
@@ -47,6 +53,8 @@ struct connection {
     bool cancel_inflight = false;        // an async cancel of the recv is in flight
     bool close_after_flush = false;      // close once every queued byte went out
     bool dirty = false;                  // on the flush list
+    bool counted = false;                // counted in hub::connections (max connections)
+    bool teardown_queued = false;        // on the worker's teardown list
     uint8_t timer_list = 0;              // 0 none, 1 handshake, 2 linger
     bool in_use = false;
 

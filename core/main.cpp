@@ -79,11 +79,14 @@ int main(int argc, char** argv) {
         fds.push_back(fd);
     }
 
+    // Declared before the workers: it outlives them (their rings stay open
+    // until every worker is destroyed, so a late MSG_RING never hits a reused fd).
+    wsgate::core::hub shared(threads);
     std::vector<std::unique_ptr<worker>> workers;
     std::vector<std::thread> pool;
     std::atomic<int> failed{0};
     for (unsigned i = 0; i < threads; ++i) {
-        workers.push_back(std::make_unique<worker>(i, cpus[i % cpus.size()], fds[i], cfg));
+        workers.push_back(std::make_unique<worker>(i, cpus[i % cpus.size()], fds[i], cfg, shared));
     }
     for (unsigned i = 0; i < threads; ++i) {
         pool.emplace_back([&, i] {
@@ -127,14 +130,40 @@ int main(int argc, char** argv) {
     // One line per worker at exit: what it did (the metrics endpoint comes with issue 5).
     for (size_t i = 0; i < workers.size(); ++i) {
         const auto& st = workers[i]->stats();
-        auto get = [](const std::atomic<uint64_t>& v) { return static_cast<unsigned long long>(v.load()); };
-        std::fprintf(stderr,
-                     "wsgate: worker %zu: accepted=%llu closed=%llu handshake_failures=%llu "
-                     "handshake_timeouts=%llu messages_in=%llu messages_out=%llu sends=%llu enobufs=%llu "
-                     "outbound_overflow_closes=%llu accept_errors=%llu\n",
-                     i, get(st.accepted), get(st.closed), get(st.handshake_failures), get(st.handshake_timeouts),
-                     get(st.messages_in), get(st.messages_out), get(st.sends), get(st.enobufs),
-                     get(st.outbound_overflow_closes), get(st.accept_errors));
+        const std::pair<const char*, const std::atomic<uint64_t>*> counters[] = {
+            {"accepted", &st.accepted},
+            {"closed", &st.closed},
+            {"handshake_failures", &st.handshake_failures},
+            {"handshake_timeouts", &st.handshake_timeouts},
+            {"messages_in", &st.messages_in},
+            {"messages_out", &st.messages_out},
+            {"sends", &st.sends},
+            {"enobufs", &st.enobufs},
+            {"outbound_overflow_closes", &st.outbound_overflow_closes},
+            {"accept_errors", &st.accept_errors},
+            {"requests_rejected", &st.requests_rejected},
+            {"publishes", &st.publishes},
+            {"pushes", &st.pushes},
+            {"push_drops", &st.push_drops},
+            {"slow_consumer_closes", &st.slow_consumer_closes},
+            {"rate_limited", &st.rate_limited},
+            {"rate_limit_closes", &st.rate_limit_closes},
+            {"room_limit_errors", &st.room_limit_errors},
+            {"rejected_full", &st.rejected_full},
+            {"auth_failures", &st.auth_failures},
+            {"origin_rejects", &st.origin_rejects},
+            {"xmsgs_sent", &st.xmsgs_sent},
+            {"xmsgs_received", &st.xmsgs_received},
+            {"wakes_sent", &st.wakes_sent},
+        };
+        std::string line = "wsgate: worker " + std::to_string(i) + ":";
+        for (const auto& [name, value] : counters) {
+            line += ' ';
+            line += name;
+            line += '=';
+            line += std::to_string(value->load(std::memory_order_relaxed));
+        }
+        std::fprintf(stderr, "%s\n", line.c_str());
     }
     return status;
 }

@@ -10,10 +10,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/random.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <string_view>
+
+#include "protocol/ws_frame.h"
 
 namespace wsgate::core {
 
@@ -27,6 +33,17 @@ constexpr long tick_ns = 100'000'000;    // coarse timer sweep: 100 ms
 constexpr size_t cache_buffer_min = 512;          // output buffers recycled through the worker cache:
 constexpr size_t cache_buffer_max = 64 * 1024;    // capacities in [min, max] ...
 constexpr size_t cache_buffers = 256;             // ... up to this many (≤ 16 MiB per worker)
+constexpr uint32_t max_send_iov = 1024;           // UIO_MAXIOV: segments in one sendmsg
+constexpr size_t batch_max_bytes = 64 * 1024;     // one batch frame: at most this payload ...
+constexpr uint32_t batch_max_pushes = 256;        // ... and this many pushes
+constexpr uint32_t auth_logs_per_second = 10;     // per worker; the rest are only counted
+
+using protocol::error_code;
+using protocol::wire_format;
+using protocol::ws_opcode;
+using backplane::conn_id;
+
+inline conn_id make_id(uint32_t slot, uint32_t gen) { return (static_cast<uint64_t>(gen) << 32) | slot; }
 
 enum : uint8_t { list_none = 0, list_handshake = 1, list_linger = 2 };
 
@@ -47,17 +64,38 @@ bool deadline_passed(uint32_t deadline, uint32_t now) {
 
 }  // namespace
 
-// Messages on /echo go straight back with the same opcode. Messages on the
-// client endpoint (/ws) are dropped until the client protocol exists.
+// What a client connection on the WebSocket endpoint is: who, in which format
+// it gets pushes, and its rate limit state. Allocated at the upgrade.
+struct client_session {
+    protocol::identity who;
+    wire_format format = wire_format::json;  // pushes (replies follow the request's format)
+    bool batch = false;                      // opted in to several pushes per frame
+    uint64_t tokens = 0;                     // rate limit bucket, in 1/1000 messages
+    uint64_t penalty = 0;                    // refused messages not yet forgiven, same unit
+    uint32_t refill_ms = 0;
+};
+
+// presence/online asked on a worker, answered by every worker.
+struct worker::pending_query {
+    uint32_t slot;
+    uint32_t gen;
+    wire_format fmt;
+    protocol::op kind;
+    std::string id;                    // raw id of the request ("" = none)
+    std::string room;                  // presence
+    std::vector<std::string> asked;    // online: in request order, duplicates removed
+    std::unordered_set<std::string> found;
+    unsigned remaining;                // workers still to answer
+};
+
+// Messages on /echo go straight back with the same opcode.
 class worker::echo_handler final : public protocol::ws_handler {
 public:
     echo_handler(worker& w, connection& c) : _w(w), _c(c) {}
     void on_message(protocol::ws_opcode opcode, std::span<const uint8_t> payload) override {
         bump(_w._stats.messages_in);
-        if (_c.target == protocol::endpoint::echo) {
-            protocol::ws_conn::write_frame(_w._frames, _c.out_pending, opcode, payload);
-            bump(_w._stats.messages_out);
-        }
+        protocol::ws_conn::write_frame(_w._frames, _c.out, opcode, payload);
+        bump(_w._stats.messages_out);
     }
 
 private:
@@ -65,8 +103,34 @@ private:
     connection& _c;
 };
 
-worker::worker(unsigned index, int cpu, int listen_fd, const config& cfg)
-    : _index(index), _cpu(cpu), _listen_fd(listen_fd), _cfg(cfg) {
+// Messages on the client endpoint are requests of the client protocol.
+class worker::client_handler final : public protocol::ws_handler {
+public:
+    client_handler(worker& w, uint32_t slot, connection& c) : _w(w), _slot(slot), _c(c) {}
+    void on_message(protocol::ws_opcode opcode, std::span<const uint8_t> payload) override {
+        _w.on_client_message(_slot, _c, opcode, payload);
+    }
+
+private:
+    worker& _w;
+    uint32_t _slot;
+    connection& _c;
+};
+
+worker::worker(unsigned index, int cpu, int listen_fd, const config& cfg, hub& h)
+    : _index(index), _cpu(cpu), _listen_fd(listen_fd), _cfg(cfg), _hub(h) {
+    _auth_cfg.jwt_secret = cfg.jwt_secret;
+    _auth_cfg.leeway_s = cfg.jwt_leeway_s;
+    _auth_cfg.allowed_origins = cfg.allowed_origins;
+    _overflow.resize(h.workers());
+    _wake.assign(h.workers(), 0);
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
+        seed = static_cast<uint64_t>(time(nullptr)) ^ (uint64_t{index} << 48);
+    }
+    _rng.seed(seed);
+    _iov = std::make_unique<iovec[]>(iov_arena);
+    _msg = std::make_unique<msghdr[]>(msg_arena);
     _hs_cfg.ws_path = cfg.ws_path;
     _hs_cfg.echo = cfg.echo;
     _hs_cfg.max_header_bytes = cfg.max_header_bytes;
@@ -76,6 +140,20 @@ worker::worker(unsigned index, int cpu, int listen_fd, const config& cfg)
 }
 
 worker::~worker() {
+    for (auto& q : _overflow) {
+        for (xmsg* m : q) {
+            xmsg_release(m);
+        }
+    }
+    for (uint32_t slot = 0; slot < _conns.capacity(); ++slot) {
+        connection& c = _conns[slot];
+        delete c.sess;
+        c.sess = nullptr;
+        while (!c.q.empty()) {
+            release_frame(c.q.front().f);
+            c.q.pop_front();
+        }
+    }
     for (auto b : _buffer_cache) {
         protocol::byte_buffer::free_block(b);
     }
@@ -129,6 +207,7 @@ int worker::setup() {
     arm_accept();
     arm_timer();
     arm_wake();
+    _hub.set_ring_fd(_index, _ring.ring_fd);
     return 0;
 }
 
@@ -146,6 +225,8 @@ int worker::run() {
             break;
         }
         ret = io_uring_submit_and_wait(&_ring, 1);
+        reset_arena();
+        _turn_ms = now_ms();
         if (ret < 0 && ret != -EINTR && ret != -ETIME && ret != -EBUSY && ret != -EAGAIN) {
             std::fprintf(stderr, "wsgate: worker %u: io_uring_submit_and_wait: %s\n", _index, std::strerror(-ret));
             return ret;
@@ -220,6 +301,9 @@ void worker::handle(io_uring_cqe* cqe) {
         return;
     case op::wake:
         on_wake();
+        return;
+    case op::inbox:
+        drain_inbox();
         return;
     case op::ignore:
         return;
@@ -342,7 +426,7 @@ void worker::on_data(uint32_t slot, connection& c, const uint8_t* data, size_t l
     if (c.close_after_flush) {
         arm_close_deadline(slot, c);
     }
-    if (!c.out_pending.empty() || c.close_after_flush) {
+    if (!c.out.empty() || !c.q.empty() || c.close_after_flush) {
         mark_dirty(slot, c);
     }
 }
@@ -376,7 +460,7 @@ void worker::on_handshake_bytes(uint32_t slot, connection& c, const uint8_t* dat
             bump(_stats.handshake_failures);
         }
         list_remove(slot, c);
-        c.out_pending.append(r.response);
+        c.out.append(r.response);
         c.close_after_flush = true;
         c.in.release();
         return;
@@ -384,9 +468,36 @@ void worker::on_handshake_bytes(uint32_t slot, connection& c, const uint8_t* dat
         break;
     }
     list_remove(slot, c);
-    c.out_pending.append(r.response);
+    std::string reject;
+    if (_cfg.max_connections != 0) {
+        if (_hub.connections.fetch_add(1, std::memory_order_relaxed) >= _cfg.max_connections) {
+            _hub.connections.fetch_sub(1, std::memory_order_relaxed);
+            bump(_stats.rejected_full);
+            reject = protocol::http_error_response(503, "connection limit reached", "Retry-After: 5\r\n");
+        } else {
+            c.counted = true;
+        }
+    }
+    if (reject.empty() && r.target == protocol::endpoint::ws) {
+        start_session(slot, c, r.request, reject);
+    }
+    if (!reject.empty()) {
+        bump(_stats.handshake_failures);
+        if (c.counted) {
+            _hub.connections.fetch_sub(1, std::memory_order_relaxed);
+            c.counted = false;
+        }
+        c.out.append(reject);
+        c.close_after_flush = true;
+        c.in.release();
+        return;
+    }
+    c.out.append(r.response);
     c.target = r.target;
     c.phase = conn_phase::websocket;
+    if (c.sess) {
+        _users.add(make_id(slot, c.gen), c.sess->who.user);
+    }
     if (r.consumed < input.size()) {
         // The client pipelined frames behind its request: they belong to the WebSocket.
         on_ws_bytes(slot, c, reinterpret_cast<const uint8_t*>(input.data()) + r.consumed,
@@ -395,17 +506,64 @@ void worker::on_handshake_bytes(uint32_t slot, connection& c, const uint8_t* dat
     c.in.release();
 }
 
+bool worker::start_session(uint32_t slot, connection& c, const protocol::http_request& req,
+                           std::string& reject) {
+    (void)slot;
+    protocol::auth_result a = protocol::authenticate(req, _auth_cfg, static_cast<int64_t>(time(nullptr)), _rng());
+    std::string fmt;
+    std::string batch;
+    if (a.status == 0 && protocol::query_param(req.query, "format", fmt) && fmt != "json" && fmt != "binary") {
+        a.status = 400;
+        reject = protocol::http_error_response(400, "format must be json or binary");
+        return false;
+    }
+    if (a.status != 0) {
+        if (a.status == 403) {
+            bump(_stats.origin_rejects);
+        } else {
+            bump(_stats.auth_failures);
+        }
+        // The reason goes to the log, not to the client (it would help an attacker).
+        uint32_t now = _turn_ms;
+        if (now - _auth_logged_ms >= 1000) {
+            _auth_logged_ms = now;
+            _auth_logs = 0;
+        }
+        if (_auth_logs++ < auth_logs_per_second) {
+            std::fprintf(stderr, "wsgate: worker %u: upgrade refused (%u): %.*s\n", _index, a.status,
+                         static_cast<int>(protocol::auth_failure_name(a.failure).size()),
+                         protocol::auth_failure_name(a.failure).data());
+        }
+        reject = protocol::http_error_response(a.status, "");
+        return false;
+    }
+    auto* s = new client_session;
+    s->who = std::move(a.who);
+    s->format = fmt == "binary" ? wire_format::binary : wire_format::json;
+    s->batch = protocol::query_param(req.query, "batch", batch) && (batch == "1" || batch == "true");
+    s->tokens = uint64_t{_cfg.rate_burst} * 1000;
+    s->refill_ms = _turn_ms;
+    c.sess = s;
+    return true;
+}
+
 void worker::on_ws_bytes(uint32_t slot, connection& c, const uint8_t* data, size_t len) {
-    echo_handler h(*this, c);
-    take_buffer(c.out_pending);
-    c.ws.feed(std::span<const uint8_t>(data, len), _frames, _ws_cfg, h, c.out_pending);
-    if (c.out_pending.empty()) {
-        give_buffer(c.out_pending);  // nothing to send: an idle connection holds no buffer
+    take_buffer(c.out);
+    if (c.target == protocol::endpoint::echo) {
+        echo_handler h(*this, c);
+        c.ws.feed(std::span<const uint8_t>(data, len), _frames, _ws_cfg, h, c.out);
+    } else {
+        client_handler h(*this, slot, c);
+        c.ws.feed(std::span<const uint8_t>(data, len), _frames, _ws_cfg, h, c.out);
     }
-    if (c.ws.should_close_socket()) {
+    if (c.out.empty()) {
+        give_buffer(c.out);  // nothing to send: an idle connection holds no buffer
+    }
+    if (c.ws.should_close_socket() && !c.close_after_flush) {
         c.close_after_flush = true;
+        schedule_teardown(slot, c);
     }
-    if (c.out_pending.size() + c.out_inflight.size() > _cfg.max_outbound_bytes) {
+    if (c.phase != conn_phase::dead && c.out.size() + c.out_bytes > _cfg.max_outbound_bytes) {
         // A peer that sends but does not read: bound the memory it can pin.
         bump(_stats.outbound_overflow_closes);
         abort_conn(slot, c);
@@ -421,6 +579,31 @@ void worker::mark_dirty(uint32_t slot, connection& c) {
 }
 
 void worker::flush() {
+    run_teardowns();
+    // Cross-worker messages that did not fit their ring last turn, then one
+    // MSG_RING per worker we queued anything for.
+    for (unsigned t = 0; t < _overflow.size(); ++t) {
+        auto& q = _overflow[t];
+        while (!q.empty() && _hub.ring(_index, t).push(q.front())) {
+            q.pop_front();
+            _wake[t] = 1;
+        }
+    }
+    for (unsigned t = 0; t < _wake.size(); ++t) {
+        if (!_wake[t]) {
+            continue;
+        }
+        _wake[t] = 0;
+        int fd = _hub.ring_fd(t);
+        if (fd < 0) {
+            continue;  // not up yet: it drains its inbox on its first timer tick
+        }
+        io_uring_sqe* sqe = get_sqe();
+        io_uring_prep_msg_ring(sqe, fd, 0, pack(op::inbox, _index, 0), 0);
+        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+        io_uring_sqe_set_data64(sqe, pack(op::ignore, 0, 0));
+        bump(_stats.wakes_sent);
+    }
     while (_dirty_head != no_slot) {
         uint32_t slot = _dirty_head;
         connection& c = _conns[slot];
@@ -430,7 +613,7 @@ void worker::flush() {
         if (!c.in_use || c.phase == conn_phase::dead || c.phase == conn_phase::closing || c.send_inflight) {
             continue;
         }
-        if (!c.out_pending.empty()) {
+        if (!c.out.empty() || !c.q.empty()) {
             start_send(slot, c);
         } else if (c.close_after_flush) {
             begin_close(slot, c);
@@ -438,19 +621,185 @@ void worker::flush() {
     }
 }
 
-void worker::start_send(uint32_t slot, connection& c) {
-    if (c.out_inflight.empty()) {
-        c.out_inflight.swap(c.out_pending);  // double buffering: no copy, no allocation
+void worker::seal(connection& c) {
+    if (c.out.empty()) {
+        return;
     }
-    io_uring_sqe* sqe = get_sqe();
-    io_uring_prep_send(sqe, c.fd, c.out_inflight.data(), c.out_inflight.size(), MSG_NOSIGNAL);
+    auto n = static_cast<uint32_t>(c.out.size());
+    out_frame* f = _fpool.get();
+    protocol::byte_buffer::block b = c.out.detach();
+    f->data = b.data;
+    f->cap = b.capacity;
+    f->len = n;
+    f->refs = 1;
+    c.q.push_back(out_segment{f, 0, n, seg_private});
+    c.out_bytes += n;
+}
+
+void worker::release_frame(out_frame* f) {
+    if (--f->refs == 0) {
+        give_block(protocol::byte_buffer::block{f->data, f->cap});
+        _fpool.put(f);
+    }
+}
+
+void worker::release_segments(connection& c, uint32_t from) {
+    for (uint32_t i = from; i < c.q.size(); ++i) {
+        c.out_bytes -= c.q[i].end - c.q[i].off;
+        release_frame(c.q[i].f);
+    }
+    c.q.truncate(from);
+}
+
+void worker::frame_batches(connection& c) {
+    // Runs of batchable pushes (payload-only slices, queued for a connection that
+    // opted in) become batch frames: the payloads stay shared; only the frame
+    // header and the separators are this connection's own bytes.
+    _seg_tmp.clear();
+    uint32_t n = c.q.size();
+    uint32_t i = 0;
+    while (i < n) {
+        const out_segment& s = c.q[i];
+        if (s.kind != seg_batchable) {
+            _seg_tmp.push_back(s);
+            ++i;
+            continue;
+        }
+        uint8_t opcode = s.f->opcode;
+        uint32_t k = 0;
+        size_t bytes = 0;
+        while (i + k < n && k < batch_max_pushes && c.q[i + k].kind == seg_batchable &&
+               c.q[i + k].f->opcode == opcode &&
+               (k == 0 || bytes + (c.q[i + k].end - c.q[i + k].off) <= batch_max_bytes)) {
+            bytes += c.q[i + k].end - c.q[i + k].off;
+            ++k;
+        }
+        if (k == 1) {
+            out_segment whole = s;  // a lone push goes out as its own frame
+            c.out_bytes += whole.off;
+            whole.off = 0;
+            whole.kind = seg_push;
+            _seg_tmp.push_back(whole);
+            ++i;
+            continue;
+        }
+        bool bin = opcode == static_cast<uint8_t>(ws_opcode::binary);
+        // Payload: JSON "[" p1 "," p2 ... "]"; binary: batch header, then [u32 len] p per record.
+        size_t payload = bin ? protocol::binary_batch_header + 4 * size_t{k} + bytes : 2 + (k - 1) + bytes;
+        size_t own = protocol::frame::max_server_header + (bin ? protocol::binary_batch_header + 4 * size_t{k} : k + 1);
+        protocol::byte_buffer tmp;
+        take_buffer(tmp);
+        uint8_t* base = tmp.prepare(own);
+        size_t h = protocol::frame::write_server_header(base, opcode, payload);
+        out_frame* f = _fpool.get();
+        size_t pos = h;
+        uint32_t refs = 0;
+        auto own_slice = [&](size_t from, size_t to) {
+            _seg_tmp.push_back(out_segment{f, static_cast<uint32_t>(from), static_cast<uint32_t>(to), seg_private});
+            c.out_bytes += static_cast<uint32_t>(to - from);
+            ++refs;
+        };
+        if (bin) {
+            base[pos++] = protocol::binary::version;
+            base[pos++] = protocol::binary_batch_type;
+            base[pos++] = 0;
+        } else {
+            base[pos++] = '[';
+        }
+        for (uint32_t j = 0; j < k; ++j) {
+            const out_segment& p = c.q[i + j];
+            size_t start = pos;
+            if (bin) {
+                uint32_t l = p.end - p.off;
+                for (int b = 0; b < 4; ++b) {
+                    base[pos++] = static_cast<uint8_t>(l >> (8 * b));
+                }
+            } else if (j > 0) {
+                base[pos++] = ',';
+            }
+            if (j == 0) {
+                start = 0;  // the first slice carries the frame header too
+            }
+            if (pos > start) {
+                own_slice(start, pos);
+            }
+            _seg_tmp.push_back(out_segment{p.f, p.off, p.end, seg_push});
+        }
+        if (!bin) {
+            base[pos++] = ']';
+            own_slice(pos - 1, pos);
+        }
+        tmp.commit(pos);
+        protocol::byte_buffer::block b = tmp.detach();
+        f->data = b.data;
+        f->cap = b.capacity;
+        f->len = static_cast<uint32_t>(pos);
+        f->refs = refs;
+        i += k;
+    }
+    c.q.truncate(0);
+    for (const out_segment& s : _seg_tmp) {
+        c.q.push_back(s);
+    }
+}
+
+void worker::start_send(uint32_t slot, connection& c) {
+    seal(c);
+    if (c.sess && c.sess->batch) {
+        frame_batches(c);
+    }
+    uint32_t n = std::min(c.q.size(), max_send_iov);
+    io_uring_sqe* sqe;
+    if (n == 1) {
+        const out_segment& s = c.q.front();
+        sqe = get_sqe();
+        io_uring_prep_send(sqe, c.fd, s.f->data + s.off, s.end - s.off, MSG_NOSIGNAL);
+    } else {
+        if (_iov_used + n > iov_arena || _msg_used == msg_arena) {
+            io_uring_submit(&_ring);  // the kernel has copied every iovec queued so far
+            reset_arena();
+        }
+        iovec* iov = &_iov[_iov_used];
+        _iov_used += n;
+        for (uint32_t i = 0; i < n; ++i) {
+            const out_segment& s = c.q[i];
+            iov[i].iov_base = s.f->data + s.off;
+            iov[i].iov_len = s.end - s.off;
+        }
+        msghdr* m = &_msg[_msg_used++];
+        std::memset(m, 0, sizeof(*m));
+        m->msg_iov = iov;
+        m->msg_iovlen = n;
+        sqe = get_sqe();
+        io_uring_prep_sendmsg(sqe, c.fd, m, MSG_NOSIGNAL);
+    }
     io_uring_sqe_set_data64(sqe, pack(op::send, slot, c.gen));
     c.send_inflight = true;
+    c.pinned_segs = n;
+}
+
+void worker::consume_sent(connection& c, size_t n) {
+    c.pinned_segs = 0;
+    while (n > 0) {
+        out_segment& s = c.q.front();
+        size_t len = s.end - s.off;
+        if (n < len) {
+            s.off += static_cast<uint32_t>(n);
+            c.out_bytes -= static_cast<uint32_t>(n);
+            c.pinned_segs = 1;  // partly sent: must go out whole
+            return;
+        }
+        n -= len;
+        c.out_bytes -= static_cast<uint32_t>(len);
+        release_frame(s.f);
+        c.q.pop_front();
+    }
 }
 
 void worker::on_send(uint32_t slot, int res) {
     connection& c = _conns[slot];
     c.send_inflight = false;
+    c.pinned_segs = 0;
     if (c.phase == conn_phase::dead) {
         return;
     }
@@ -458,29 +807,33 @@ void worker::on_send(uint32_t slot, int res) {
         abort_conn(slot, c);  // EPIPE, ECONNRESET, ECANCELED...
         return;
     }
-    c.out_inflight.consume(static_cast<size_t>(res));
+    consume_sent(c, static_cast<size_t>(res));
     bump(_stats.sends);
-    if (!c.out_inflight.empty()) {
-        start_send(slot, c);  // partial send: resume where it stopped
-        return;
+    if (c.q.empty()) {
+        // Drained: an idle connection keeps no output memory.
+        c.q.release();
     }
-    // Drained: the buffer goes back to the worker's cache, so an idle connection
-    // keeps no output memory and a busy one does not pay malloc/free per send.
-    give_buffer(c.out_inflight);
-    if (!c.out_pending.empty() || c.close_after_flush) {
-        mark_dirty(slot, c);  // the next send carries everything queued meanwhile
+    if (!c.q.empty() || !c.out.empty() || c.close_after_flush) {
+        mark_dirty(slot, c);  // the next send carries what is left and everything queued meanwhile
     }
 }
 
 void worker::give_buffer(protocol::byte_buffer& b) {
-    size_t cap = b.capacity();
-    if (cap == 0) {
+    if (b.capacity() == 0) {
         return;
     }
-    if (b.empty() && cap >= cache_buffer_min && cap <= cache_buffer_max && _buffer_cache.size() < cache_buffers) {
-        _buffer_cache.push_back(b.detach());
-    } else {
+    if (!b.empty()) {
         b.release();
+        return;
+    }
+    give_block(b.detach());
+}
+
+void worker::give_block(protocol::byte_buffer::block b) {
+    if (b.capacity >= cache_buffer_min && b.capacity <= cache_buffer_max && _buffer_cache.size() < cache_buffers) {
+        _buffer_cache.push_back(b);
+    } else {
+        protocol::byte_buffer::free_block(b);
     }
 }
 
@@ -496,8 +849,9 @@ void worker::begin_close(uint32_t slot, connection& c) {
     // (or the linger timeout): closing with unread input would make the kernel
     // send RST, and the peer could lose our last bytes (close frame, HTTP error).
     c.phase = conn_phase::closing;
-    give_buffer(c.out_pending);
-    give_buffer(c.out_inflight);
+    schedule_teardown(slot, c);
+    give_buffer(c.out);
+    c.q.release();
     shutdown(c.fd, SHUT_WR);
     list_remove(slot, c);  // a fresh linger period for the peer's FIN
     list_push(list_linger, slot, c, now_ms() + _cfg.close_linger_ms);
@@ -512,6 +866,7 @@ void worker::abort_conn(uint32_t slot, connection& c) {
     }
     list_remove(slot, c);
     c.phase = conn_phase::dead;
+    schedule_teardown(slot, c);
     bump(_stats.closed);
     if (c.recv_armed || c.send_inflight) {
         io_uring_sqe* sqe = get_sqe();
@@ -525,13 +880,19 @@ void worker::maybe_free(uint32_t slot, connection& c) {
     if (c.phase != conn_phase::dead || c.ops_pending()) {
         return;
     }
+    teardown(slot, c);
+    if (c.counted) {
+        _hub.connections.fetch_sub(1, std::memory_order_relaxed);
+        c.counted = false;
+    }
     close(c.fd);
     c.fd = -1;
     c.ws.reset(_frames);
-    c.out_pending.clear();
-    c.out_inflight.clear();
-    give_buffer(c.out_pending);
-    give_buffer(c.out_inflight);
+    c.out.clear();
+    give_buffer(c.out);
+    c.pinned_segs = 0;
+    release_segments(c, 0);
+    c.q.release();
     c.in.release();
     c.target = protocol::endpoint::none;
     c.close_after_flush = false;
@@ -606,6 +967,7 @@ void worker::on_timer() {
     if (!_accept_armed && !_stopping) {
         arm_accept();
     }
+    drain_inbox();  // safety net: messages queued before this worker's ring fd was published
     arm_timer();
 }
 
@@ -629,8 +991,10 @@ void worker::on_wake() {
             continue;
         }
         if (c.phase == conn_phase::websocket && !c.close_after_flush) {
-            c.ws.close(_frames, c.out_pending, protocol::close_code::going_away, "server shutting down");
+            take_buffer(c.out);
+            c.ws.close(_frames, c.out, protocol::close_code::going_away, "server shutting down");
             c.close_after_flush = true;
+            schedule_teardown(slot, c);
             arm_close_deadline(slot, c);
             mark_dirty(slot, c);
         } else if (c.phase == conn_phase::handshake && !c.close_after_flush) {
@@ -638,6 +1002,501 @@ void worker::on_wake() {
             maybe_free(slot, c);
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Client protocol (/ws)
+
+void worker::schedule_teardown(uint32_t slot, connection& c) {
+    // Leaving rooms mutates the member arrays a fan-out may be iterating right
+    // now, so a closing connection leaves its rooms at the next flush; until
+    // then pushes skip it (it is no longer in the websocket phase, or closing).
+    if (c.sess && !c.teardown_queued) {
+        c.teardown_queued = true;
+        _teardowns.emplace_back(slot, c.gen);
+    }
+}
+
+void worker::run_teardowns() {
+    for (size_t i = 0; i < _teardowns.size(); ++i) {  // teardown() does not add entries
+        auto [slot, gen] = _teardowns[i];
+        connection& c = _conns[slot];
+        if (c.in_use && c.gen == gen) {
+            teardown(slot, c);
+        }
+    }
+    _teardowns.clear();
+}
+
+void worker::teardown(uint32_t slot, connection& c) {
+    c.teardown_queued = false;
+    if (!c.sess) {
+        return;
+    }
+    conn_id id = make_id(slot, c.gen);
+    _rooms.leave_all(id);
+    _users.remove(id);
+    delete c.sess;
+    c.sess = nullptr;
+}
+
+void worker::write_reply(connection& c, wire_format fmt) {
+    take_buffer(c.out);
+    protocol::ws_conn::write_frame(_frames, c.out, fmt == wire_format::binary ? ws_opcode::binary : ws_opcode::text,
+                                   _scratch.span());
+}
+
+void worker::reply_ack(connection& c, wire_format fmt, std::string_view id) {
+    if (id.empty() && fmt == wire_format::json) {
+        return;
+    }
+    _scratch.clear();
+    if (fmt == wire_format::binary) {
+        protocol::binary::encode_ack(_scratch, id);
+    } else {
+        protocol::encode_ack(_scratch, id);
+    }
+    write_reply(c, fmt);
+}
+
+void worker::reply_error(connection& c, wire_format fmt, std::string_view id, error_code code,
+                         std::string_view message) {
+    bump(_stats.requests_rejected);
+    _scratch.clear();
+    if (fmt == wire_format::binary) {
+        protocol::binary::encode_error(_scratch, id, code, message);
+    } else {
+        protocol::encode_error(_scratch, id, code, message);
+    }
+    write_reply(c, fmt);
+}
+
+bool worker::rate_allows(uint32_t slot, connection& c, wire_format fmt, std::string_view id) {
+    // Token bucket: rate_limit messages/s, rate_burst at once. A refused message
+    // gets a `limit` error and adds to a penalty that drains at the same rate;
+    // a client that keeps sending past its limit for about burst/rate seconds
+    // (penalty above the burst) is closed 1008.
+    client_session& s = *c.sess;
+    uint64_t per_ms = _cfg.rate_limit;  // 1/1000 messages per ms == messages per s
+    uint64_t cap = uint64_t{_cfg.rate_burst} * 1000;
+    uint32_t elapsed = std::min<uint32_t>(_turn_ms - s.refill_ms, 3'600'000);
+    s.refill_ms = _turn_ms;
+    uint64_t gained = elapsed * per_ms;
+    s.tokens = std::min(cap, s.tokens + gained);
+    s.penalty = s.penalty > gained ? s.penalty - gained : 0;
+    if (s.tokens >= 1000) {
+        s.tokens -= 1000;
+        return true;
+    }
+    bump(_stats.rate_limited);
+    s.penalty += 1000;
+    if (s.penalty > cap) {
+        bump(_stats.rate_limit_closes);
+        c.ws.close(_frames, c.out, protocol::close_code::policy_violation, "rate limit exceeded");
+        c.close_after_flush = true;
+        schedule_teardown(slot, c);
+        return false;
+    }
+    reply_error(c, fmt, id, error_code::limit, "rate limit exceeded");
+    return false;
+}
+
+void worker::on_client_message(uint32_t slot, connection& c, ws_opcode opcode, std::span<const uint8_t> payload) {
+    bump(_stats.messages_in);
+    if (!c.sess || c.close_after_flush) {
+        return;
+    }
+    wire_format fmt = opcode == ws_opcode::binary ? wire_format::binary : wire_format::json;
+    protocol::decode_result r = fmt == wire_format::binary ? _binary.decode(payload) : _json.decode(payload);
+    std::string_view id = r.req.has_id ? r.req.id : std::string_view();
+    if (_cfg.rate_limit != 0 && !rate_allows(slot, c, fmt, id)) {
+        return;
+    }
+    if (!r.ok) {
+        reply_error(c, fmt, id, r.error, r.message);
+        return;
+    }
+    handle_request(slot, c, fmt, r.req);
+}
+
+void worker::handle_request(uint32_t slot, connection& c, wire_format fmt, const protocol::request& req) {
+    using protocol::op;
+    client_session& s = *c.sess;
+    conn_id self = make_id(slot, c.gen);
+    std::string_view id = req.has_id ? req.id : std::string_view();
+    switch (req.kind) {
+    case op::join:
+        if (!s.who.may_join(req.room)) {
+            reply_error(c, fmt, id, error_code::forbidden, "room not allowed");
+            return;
+        }
+        if (!_rooms.is_member(self, req.room) && _rooms.room_count(self) >= _cfg.max_rooms_per_conn) {
+            bump(_stats.room_limit_errors);
+            reply_error(c, fmt, id, error_code::limit, "too many rooms");
+            return;
+        }
+        _rooms.join(self, req.room);
+        reply_ack(c, fmt, id);
+        return;
+    case op::leave:
+        if (!_rooms.is_member(self, req.room)) {
+            reply_error(c, fmt, id, error_code::not_member, "not a member of the room");
+            return;
+        }
+        _rooms.leave(self, req.room);
+        reply_ack(c, fmt, id);
+        return;
+    case op::publish:
+        if (!s.who.pub) {
+            reply_error(c, fmt, id, error_code::forbidden, "publish not allowed");
+            return;
+        }
+        if (!_rooms.is_member(self, req.room)) {
+            reply_error(c, fmt, id, error_code::not_member, "not a member of the room");
+            return;
+        }
+        deliver(protocol::push_kind::message, req.room, s.who.user, req.data, fmt == wire_format::json);
+        reply_ack(c, fmt, id);
+        return;
+    case op::send:
+        deliver(protocol::push_kind::direct, req.user, s.who.user, req.data, fmt == wire_format::json);
+        reply_ack(c, fmt, id);
+        return;
+    case op::broadcast:
+        if (!s.who.admin) {
+            reply_error(c, fmt, id, error_code::forbidden, "broadcast needs admin");
+            return;
+        }
+        deliver(protocol::push_kind::broadcast, {}, s.who.user, req.data, fmt == wire_format::json);
+        reply_ack(c, fmt, id);
+        return;
+    case op::presence:
+        if (!s.who.may_join(req.room)) {
+            reply_error(c, fmt, id, error_code::forbidden, "room not allowed");
+            return;
+        }
+        start_query(slot, c, fmt, req);
+        return;
+    case op::online:
+        start_query(slot, c, fmt, req);
+        return;
+    case op::ping:
+        _scratch.clear();
+        if (fmt == wire_format::binary) {
+            protocol::binary::encode_pong(_scratch, id);
+        } else {
+            protocol::encode_pong(_scratch, id);
+        }
+        write_reply(c, fmt);
+        return;
+    }
+    reply_error(c, fmt, id, error_code::internal, "unhandled op");
+}
+
+// --- fan-out ---------------------------------------------------------------
+
+out_frame* worker::make_push_frame(const protocol::push_fields& p, wire_format fmt) {
+    _scratch.clear();
+    protocol::encode_push(_scratch, fmt, p);
+    protocol::byte_buffer b;
+    take_buffer(b);
+    ws_opcode opcode = fmt == wire_format::binary ? ws_opcode::binary : ws_opcode::text;
+    protocol::ws_conn::write_frame(_frames, b, opcode, _scratch.span());
+    out_frame* f = _fpool.get();
+    f->len = static_cast<uint32_t>(b.size());
+    f->payload = static_cast<uint32_t>(b.size() - _scratch.size());
+    f->opcode = static_cast<uint8_t>(opcode);
+    f->refs = 1;  // the caller's; released after the fan-out
+    protocol::byte_buffer::block blk = b.detach();
+    f->data = blk.data;
+    f->cap = blk.capacity;
+    return f;
+}
+
+void worker::deliver_to(std::span<const conn_id> targets, const protocol::push_fields& p, out_frame*& json,
+                        out_frame*& bin) {
+    for (conn_id id : targets) {
+        auto slot = static_cast<uint32_t>(id);
+        connection& c = _conns[slot];
+        if (!c.in_use || c.gen != static_cast<uint32_t>(id >> 32) || !c.sess || c.close_after_flush ||
+            c.phase != conn_phase::websocket) {
+            continue;
+        }
+        out_frame*& f = c.sess->format == wire_format::binary ? bin : json;
+        if (!f) {
+            f = make_push_frame(p, c.sess->format);
+        }
+        enqueue_push(slot, c, f, c.sess->batch);
+    }
+}
+
+void worker::deliver(protocol::push_kind kind, std::string_view key, std::string_view from, std::string_view data,
+                     bool data_is_json) {
+    bump(_stats.publishes);
+    if (_hub.workers() > 1) {
+        auto* m = new xmsg;
+        m->kind = kind == protocol::push_kind::message ? xkind::publish
+                  : kind == protocol::push_kind::direct ? xkind::direct
+                                                        : xkind::broadcast;
+        m->data_is_json = data_is_json;
+        m->key = key;
+        m->from = from;
+        m->data = data;
+        forward(m);
+    }
+    protocol::push_fields p;
+    p.kind = kind;
+    p.room = kind == protocol::push_kind::message ? key : std::string_view();
+    p.from = from;
+    p.data = data;
+    p.data_is_json = data_is_json;
+    out_frame* json = nullptr;
+    out_frame* bin = nullptr;
+    switch (kind) {
+    case protocol::push_kind::message:
+        deliver_to(_rooms.members(key), p, json, bin);
+        break;
+    case protocol::push_kind::direct:
+        deliver_to(_users.connections(key), p, json, bin);
+        break;
+    case protocol::push_kind::broadcast:
+        _users.for_each_user([&](std::string_view user) { deliver_to(_users.connections(user), p, json, bin); });
+        break;
+    }
+    if (json) {
+        release_frame(json);
+    }
+    if (bin) {
+        release_frame(bin);
+    }
+}
+
+void worker::enqueue_push(uint32_t slot, connection& c, out_frame* f, bool batchable) {
+    uint32_t off = batchable ? f->payload : 0;
+    uint32_t len = f->len - off;
+    if (c.out_bytes + c.out.size() + len > _cfg.max_outbound_bytes) {
+        if (_cfg.slow_consumer == slow_consumer_policy::close) {
+            slow_consumer_close(slot, c);
+            return;
+        }
+        // Drop the oldest queued pushes (never replies, never bytes in flight)
+        // until this one fits; if it still does not, drop it instead.
+        for (uint32_t i = c.pinned_segs; i < c.q.size() && c.out_bytes + c.out.size() + len > _cfg.max_outbound_bytes;) {
+            out_segment& s = c.q[i];
+            if (s.kind == seg_private) {
+                ++i;
+                continue;
+            }
+            c.out_bytes -= s.end - s.off;
+            release_frame(s.f);
+            c.q.erase(i);
+            bump(_stats.push_drops);
+        }
+        if (c.out_bytes + c.out.size() + len > _cfg.max_outbound_bytes) {
+            bump(_stats.push_drops);
+            return;
+        }
+    }
+    seal(c);  // the connection's own bytes staged so far go before the push
+    ++f->refs;
+    c.q.push_back(out_segment{f, off, f->len, batchable ? seg_batchable : seg_push});
+    c.out_bytes += len;
+    bump(_stats.pushes);
+    mark_dirty(slot, c);
+}
+
+void worker::slow_consumer_close(uint32_t slot, connection& c) {
+    // The client does not read fast enough: drop what is queued (except bytes
+    // already in flight), say why (1013: try again later) and close. Its queue
+    // memory is freed now; the close frame waits behind the bytes in flight
+    // and the linger deadline bounds how long the socket stays.
+    bump(_stats.slow_consumer_closes);
+    release_segments(c, c.pinned_segs);
+    c.out.clear();
+    take_buffer(c.out);
+    c.ws.close(_frames, c.out, protocol::close_code::try_again_later, "slow consumer");
+    c.close_after_flush = true;
+    schedule_teardown(slot, c);
+    arm_close_deadline(slot, c);
+    mark_dirty(slot, c);
+}
+
+// --- cross-worker ------------------------------------------------------------
+
+void worker::forward(xmsg* m) {
+    unsigned n = _hub.workers();
+    m->origin = static_cast<uint16_t>(_index);
+    m->refs.store(n - 1, std::memory_order_relaxed);
+    for (unsigned t = 0; t < n; ++t) {
+        if (t != _index) {
+            send_to(t, m);
+        }
+    }
+}
+
+void worker::send_to(unsigned target, xmsg* m) {
+    bump(_stats.xmsgs_sent);
+    auto& overflow = _overflow[target];
+    if (!overflow.empty() || !_hub.ring(_index, target).push(m)) {
+        overflow.push_back(m);  // keeps the order; retried at the next flush
+        return;
+    }
+    _wake[target] = 1;
+}
+
+void worker::drain_inbox() {
+    unsigned n = _hub.workers();
+    for (unsigned from = 0; from < n; ++from) {
+        if (from == _index) {
+            continue;
+        }
+        spsc_ring& r = _hub.ring(from, _index);
+        while (xmsg* m = r.pop()) {
+            bump(_stats.xmsgs_received);
+            process_xmsg(m);
+            xmsg_release(m);
+        }
+    }
+}
+
+void worker::process_xmsg(xmsg* m) {
+    protocol::push_fields p;
+    p.from = m->from;
+    p.data = m->data;
+    p.data_is_json = m->data_is_json;
+    out_frame* json = nullptr;
+    out_frame* bin = nullptr;
+    switch (m->kind) {
+    case xkind::publish:
+        p.kind = protocol::push_kind::message;
+        p.room = m->key;
+        deliver_to(_rooms.members(m->key), p, json, bin);
+        break;
+    case xkind::direct:
+        p.kind = protocol::push_kind::direct;
+        deliver_to(_users.connections(m->key), p, json, bin);
+        break;
+    case xkind::broadcast:
+        p.kind = protocol::push_kind::broadcast;
+        _users.for_each_user([&](std::string_view user) { deliver_to(_users.connections(user), p, json, bin); });
+        break;
+    case xkind::presence_query:
+    case xkind::online_query: {
+        auto* r = new xmsg;
+        r->kind = xkind::query_reply;
+        r->query = m->query;
+        if (m->kind == xkind::presence_query) {
+            for (conn_id id : _rooms.members(m->key)) {
+                r->list.emplace_back(_users.user_of(id));
+            }
+        } else {
+            for (const std::string& u : m->list) {
+                if (_users.online(u)) {
+                    r->list.push_back(u);
+                }
+            }
+        }
+        r->origin = static_cast<uint16_t>(_index);
+        r->refs.store(1, std::memory_order_relaxed);
+        send_to(m->origin, r);
+        break;
+    }
+    case xkind::query_reply: {
+        auto it = _queries.find(m->query);
+        if (it == _queries.end()) {
+            break;
+        }
+        pending_query& q = *it->second;
+        for (std::string& u : m->list) {
+            q.found.insert(std::move(u));
+        }
+        if (--q.remaining == 0) {
+            finish_query(m->query, q);
+        }
+        break;
+    }
+    }
+    if (json) {
+        release_frame(json);
+    }
+    if (bin) {
+        release_frame(bin);
+    }
+}
+
+void worker::start_query(uint32_t slot, connection& c, wire_format fmt, const protocol::request& req) {
+    auto q = std::make_unique<pending_query>();
+    q->slot = slot;
+    q->gen = c.gen;
+    q->fmt = fmt;
+    q->kind = req.kind;
+    q->id = req.has_id ? std::string(req.id) : std::string();
+    q->remaining = _hub.workers() - 1;
+    auto* m = q->remaining ? new xmsg : nullptr;
+    if (req.kind == protocol::op::presence) {
+        q->room = req.room;
+        for (conn_id id : _rooms.members(req.room)) {
+            q->found.emplace(_users.user_of(id));
+        }
+        if (m) {
+            m->kind = xkind::presence_query;
+            m->key = req.room;
+        }
+    } else {
+        std::unordered_set<std::string_view> seen;
+        for (std::string_view u : *req.users) {
+            if (seen.insert(u).second) {
+                q->asked.emplace_back(u);
+                if (_users.online(u)) {
+                    q->found.emplace(u);
+                }
+            }
+        }
+        if (m) {
+            m->kind = xkind::online_query;
+            m->list = q->asked;
+        }
+    }
+    uint64_t qid = _next_query++;
+    if (!m) {
+        finish_query(qid, *q);
+        return;
+    }
+    m->query = qid;
+    _queries.emplace(qid, std::move(q));
+    forward(m);
+}
+
+void worker::finish_query(uint64_t qid, pending_query& q) {
+    connection& c = _conns[q.slot];
+    if (c.in_use && c.gen == q.gen && c.sess && !c.close_after_flush && c.phase == conn_phase::websocket) {
+        std::vector<std::string_view> users;
+        if (q.kind == protocol::op::presence) {
+            users.assign(q.found.begin(), q.found.end());
+            std::sort(users.begin(), users.end());
+        } else {
+            for (const std::string& u : q.asked) {
+                if (q.found.count(u)) {
+                    users.emplace_back(u);
+                }
+            }
+        }
+        _scratch.clear();
+        if (q.fmt == wire_format::binary) {
+            if (q.kind == protocol::op::presence) {
+                protocol::binary::encode_presence_reply(_scratch, q.id, q.room, users);
+            } else {
+                protocol::binary::encode_online_reply(_scratch, q.id, users);
+            }
+        } else if (q.kind == protocol::op::presence) {
+            protocol::encode_presence_reply(_scratch, q.id, q.room, users);
+        } else {
+            protocol::encode_online_reply(_scratch, q.id, users);
+        }
+        write_reply(c, q.fmt);
+        mark_dirty(q.slot, c);
+    }
+    _queries.erase(qid);  // q is destroyed here (or was never stored)
 }
 
 }  // namespace wsgate::core

@@ -13,14 +13,29 @@
 
 #include <liburing.h>
 
+#include <sys/uio.h>
+
 #include <atomic>
 #include <cstdint>
+#include <deque>
+#include <memory>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
+#include "backplane/room_table.h"
 #include "core/buf_ring.h"
 #include "core/config.h"
 #include "core/connection.h"
+#include "core/hub.h"
+#include "core/outq.h"
+#include "protocol/auth.h"
+#include "protocol/binary_codec.h"
 #include "protocol/http_upgrade.h"
+#include "protocol/json_codec.h"
+#include "protocol/push.h"
 #include "protocol/ws_conn.h"
 
 namespace wsgate::core {
@@ -38,11 +53,26 @@ struct worker_stats {
     std::atomic<uint64_t> enobufs{0};
     std::atomic<uint64_t> outbound_overflow_closes{0};
     std::atomic<uint64_t> accept_errors{0};
+    // Client protocol and limits (issue 3).
+    std::atomic<uint64_t> requests_rejected{0};    // error replies sent (any code)
+    std::atomic<uint64_t> publishes{0};            // publish/send/broadcast accepted here
+    std::atomic<uint64_t> pushes{0};               // pushes queued to connections here
+    std::atomic<uint64_t> push_drops{0};           // pushes dropped by --slow-consumer drop
+    std::atomic<uint64_t> slow_consumer_closes{0}; // closed 1013
+    std::atomic<uint64_t> rate_limited{0};         // messages refused by the rate limit
+    std::atomic<uint64_t> rate_limit_closes{0};    // closed 1008
+    std::atomic<uint64_t> room_limit_errors{0};    // join refused: --max-rooms-per-conn
+    std::atomic<uint64_t> rejected_full{0};        // 503: --max-connections
+    std::atomic<uint64_t> auth_failures{0};        // 401 (and 400 for a bad anonymous user)
+    std::atomic<uint64_t> origin_rejects{0};       // 403
+    std::atomic<uint64_t> xmsgs_sent{0};           // cross-worker messages sent
+    std::atomic<uint64_t> xmsgs_received{0};
+    std::atomic<uint64_t> wakes_sent{0};           // MSG_RING wake-ups sent
 };
 
 class worker {
 public:
-    worker(unsigned index, int cpu, int listen_fd, const config& cfg);
+    worker(unsigned index, int cpu, int listen_fd, const config& cfg, hub& h);
     ~worker();
     worker(const worker&) = delete;
     worker& operator=(const worker&) = delete;
@@ -58,7 +88,7 @@ public:
     int started() const { return _started.load(std::memory_order_acquire); }
 
 private:
-    enum class op : uint8_t { accept = 1, recv, send, cancel, timer, wake, ignore };
+    enum class op : uint8_t { accept = 1, recv, send, cancel, timer, wake, ignore, inbox };
 
     static uint64_t pack(op o, uint32_t slot, uint32_t gen) {
         return (static_cast<uint64_t>(o) << 56) | (static_cast<uint64_t>(gen & 0xffffff) << 32) | slot;
@@ -78,6 +108,49 @@ private:
     void on_timer();
     void on_wake();
 
+    // Client protocol (/ws).
+    struct pending_query;
+    class echo_handler;
+    class client_handler;
+    void on_client_message(uint32_t slot, connection& c, protocol::ws_opcode opcode,
+                           std::span<const uint8_t> payload);
+    bool rate_allows(uint32_t slot, connection& c, protocol::wire_format fmt, std::string_view id);
+    void handle_request(uint32_t slot, connection& c, protocol::wire_format fmt, const protocol::request& req);
+    bool start_session(uint32_t slot, connection& c, const protocol::http_request& req,
+                       std::string& reject);
+    void schedule_teardown(uint32_t slot, connection& c);
+    void teardown(uint32_t slot, connection& c);
+    void run_teardowns();
+
+    // Replies to the connection's own requests, in the format the request came in.
+    void reply_ack(connection& c, protocol::wire_format fmt, std::string_view id);
+    void reply_error(connection& c, protocol::wire_format fmt, std::string_view id,
+                     protocol::error_code code, std::string_view message);
+    void write_reply(connection& c, protocol::wire_format fmt);  // _scratch → one frame in c.out
+
+    // Pushes: local delivery (one frame per format, shared) and to the other workers.
+    void deliver(protocol::push_kind kind, std::string_view key, std::string_view from,
+                 std::string_view data, bool data_is_json);
+    void deliver_to(std::span<const backplane::conn_id> targets, const protocol::push_fields& p,
+                    out_frame*& json, out_frame*& bin);
+    out_frame* make_push_frame(const protocol::push_fields& p, protocol::wire_format fmt);
+    void enqueue_push(uint32_t slot, connection& c, out_frame* f, bool batchable);
+    void slow_consumer_close(uint32_t slot, connection& c);
+    void forward(xmsg* m);  // to every other worker (m->refs set here)
+    void send_to(unsigned target, xmsg* m);
+    void drain_inbox();
+    void process_xmsg(xmsg* m);
+    void start_query(uint32_t slot, connection& c, protocol::wire_format fmt, const protocol::request& req);
+    void finish_query(uint64_t id, pending_query& q);
+
+    // Output queue plumbing.
+    void seal(connection& c);                 // staged bytes → a private frame segment
+    void release_frame(out_frame* f);
+    void release_segments(connection& c, uint32_t from);  // drop q[from..] (not in flight)
+    void frame_batches(connection& c);        // batchable runs → batch frames
+    void consume_sent(connection& c, size_t n);
+    void reset_arena() { _iov_used = 0; _msg_used = 0; }
+
     void on_data(uint32_t slot, connection& c, const uint8_t* data, size_t len);
     void on_handshake_bytes(uint32_t slot, connection& c, const uint8_t* data, size_t len);
     void on_ws_bytes(uint32_t slot, connection& c, const uint8_t* data, size_t len);
@@ -90,20 +163,21 @@ private:
     void abort_conn(uint32_t slot, connection& c);    // close now, drop unsent output
     void maybe_free(uint32_t slot, connection& c);
     void give_buffer(protocol::byte_buffer& b);   // to the cache (or the allocator)
+    void give_block(protocol::byte_buffer::block b);
     void take_buffer(protocol::byte_buffer& b);   // from the cache, if b owns none
 
     void list_push(uint8_t which, uint32_t slot, connection& c, uint32_t deadline);
     void list_remove(uint32_t slot, connection& c);
     uint32_t now_ms() const;
 
-    class echo_handler;
-
     unsigned _index;
     int _cpu;
     int _listen_fd;
     int _wake_fd = -1;
     const config& _cfg;
+    hub& _hub;
     protocol::handshake_config _hs_cfg;
+    protocol::auth_config _auth_cfg;
     protocol::ws_config _ws_cfg;
 
     io_uring _ring{};
@@ -115,6 +189,33 @@ private:
     // output buffer only while it has output queued, and taking one from here
     // instead of the allocator keeps malloc/free off the per-message path.
     std::vector<protocol::byte_buffer::block> _buffer_cache;
+
+    // Client protocol state (shared-nothing: this worker's connections only).
+    backplane::room_table _rooms;
+    backplane::user_table _users;
+    protocol::json_decoder _json;
+    protocol::binary_decoder _binary;
+    frame_pool _fpool;
+    protocol::byte_buffer _scratch;           // one push or reply payload being encoded
+    std::vector<out_segment> _seg_tmp;        // frame_batches() rebuild
+    std::vector<std::pair<uint32_t, uint32_t>> _teardowns;  // (slot, gen) leaving rooms/users at flush
+    std::unordered_map<uint64_t, std::unique_ptr<pending_query>> _queries;
+    uint64_t _next_query = 1;
+    std::vector<std::deque<xmsg*>> _overflow;   // per target worker: ring was full
+    std::vector<uint8_t> _wake;                 // per target worker: queued this turn, wake it
+    std::mt19937_64 _rng;
+    uint32_t _turn_ms = 0;                      // now_ms() at the start of the loop turn
+    uint32_t _auth_logged_ms = 0;               // rate limit for auth failure logs
+    uint32_t _auth_logs = 0;
+
+    // iovecs and msghdrs of this turn's sendmsg SQEs. The kernel copies them at
+    // submission (IORING_FEAT_SUBMIT_STABLE), so they are reused after each submit.
+    static constexpr uint32_t iov_arena = 65536;
+    static constexpr uint32_t msg_arena = 4096;
+    std::unique_ptr<iovec[]> _iov;
+    std::unique_ptr<msghdr[]> _msg;
+    uint32_t _iov_used = 0;
+    uint32_t _msg_used = 0;
 
     uint32_t _dirty_head = no_slot;   // connections with output to flush this turn
     uint32_t _list_head[3] = {no_slot, no_slot, no_slot};

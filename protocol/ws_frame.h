@@ -110,4 +110,27 @@ inline bool parse_header(std::span<const uint8_t> in, frame_header& h) {
     return true;
 }
 
+// Write the header of an unfragmented, unmasked server frame (FIN set) whose
+// payload of `len` bytes follows elsewhere (batched pushes are assembled from
+// iovecs; every other outbound frame goes through wslay). Returns its size (2–10).
+inline constexpr size_t max_server_header = 10;
+inline size_t write_server_header(uint8_t* out, uint8_t opcode, uint64_t len) {
+    out[0] = static_cast<uint8_t>(0x80 | (opcode & 0x0f));
+    if (len < 126) {
+        out[1] = static_cast<uint8_t>(len);
+        return 2;
+    }
+    if (len < 65536) {
+        out[1] = 126;
+        out[2] = static_cast<uint8_t>(len >> 8);
+        out[3] = static_cast<uint8_t>(len);
+        return 4;
+    }
+    out[1] = 127;
+    for (int i = 0; i < 8; ++i) {
+        out[2 + i] = static_cast<uint8_t>(len >> (56 - 8 * i));
+    }
+    return 10;
+}
+
 }  // namespace wsgate::protocol::frame
