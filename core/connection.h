@@ -55,6 +55,7 @@ struct connection {
     bool dirty = false;                  // on the flush list
     bool counted = false;                // counted in hub::connections (max connections)
     bool teardown_queued = false;        // on the worker's teardown list
+    bool batch = false;                  // opted in to batched pushes (outlives the session while closing)
     uint8_t timer_list = 0;              // 0 none, 1 handshake, 2 linger
     bool in_use = false;
 

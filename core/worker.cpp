@@ -534,7 +534,8 @@ bool worker::start_session(uint32_t slot, connection& c, const protocol::http_re
                          static_cast<int>(protocol::auth_failure_name(a.failure).size()),
                          protocol::auth_failure_name(a.failure).data());
         }
-        reject = protocol::http_error_response(a.status, "");
+        reject = protocol::http_error_response(a.status, "",
+                                               a.status == 401 ? "WWW-Authenticate: Bearer\r\n" : "");
         return false;
     }
     auto* s = new client_session;
@@ -544,6 +545,7 @@ bool worker::start_session(uint32_t slot, connection& c, const protocol::http_re
     s->tokens = uint64_t{_cfg.rate_burst} * 1000;
     s->refill_ms = _turn_ms;
     c.sess = s;
+    c.batch = s->batch;
     return true;
 }
 
@@ -745,8 +747,8 @@ void worker::frame_batches(connection& c) {
 
 void worker::start_send(uint32_t slot, connection& c) {
     seal(c);
-    if (c.sess && c.sess->batch) {
-        frame_batches(c);
+    if (c.batch) {
+        frame_batches(c);  // not the session's flag: pushes may still be queued after teardown
     }
     uint32_t n = std::min(c.q.size(), max_send_iov);
     io_uring_sqe* sqe;
@@ -896,6 +898,7 @@ void worker::maybe_free(uint32_t slot, connection& c) {
     c.in.release();
     c.target = protocol::endpoint::none;
     c.close_after_flush = false;
+    c.batch = false;
     c.phase = conn_phase::handshake;
     c.timer_list = list_none;
     // c.dirty may still be set: flush() skips slots that are not in use, and
@@ -1047,8 +1050,8 @@ void worker::write_reply(connection& c, wire_format fmt) {
 }
 
 void worker::reply_ack(connection& c, wire_format fmt, std::string_view id) {
-    if (id.empty() && fmt == wire_format::json) {
-        return;
+    if (id.empty()) {
+        return;  // without an id, success is silent
     }
     _scratch.clear();
     if (fmt == wire_format::binary) {

@@ -365,7 +365,7 @@ auth_failure read_claims(od::parser& parser, const char* buf, size_t n, size_t c
     if (out.sub.empty()) {
         return auth_failure::missing_sub;
     }
-    if (out.sub.size() > 200 || !is_valid_utf8(out.sub)) {
+    if (out.sub.size() > max_name_bytes || !is_valid_utf8(out.sub)) {
         return auth_failure::malformed;
     }
     return auth_failure::none;
