@@ -1,7 +1,8 @@
 // Google Benchmark micro-benchmarks of protocol/ hot paths (SPEC section 7):
 // UTF-8 validation, frame parsing + unmasking (whole frames, streamed frames,
 // and wslay's parser for frames whose header arrives split), frame writing,
-// and the HTTP upgrade.
+// the HTTP upgrade, and the client protocol: envelope decode (JSON via simdjson
+// On-Demand, binary) and push encoding.
 //
 // Run: build/release/bench/micro/wsgate-micro [--benchmark_filter=REGEX]
 // Numbers are per call on this machine; compare runs from the same session only.
@@ -12,7 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "protocol/binary_codec.h"
 #include "protocol/http_upgrade.h"
+#include "protocol/json_codec.h"
+#include "protocol/push.h"
 #include "protocol/utf8.h"
 #include "protocol/ws_conn.h"
 
@@ -137,6 +141,71 @@ void bm_handshake(benchmark::State& state) {
     }
 }
 BENCHMARK(bm_handshake);
+
+// A publish envelope whose data is a JSON string of about `n` bytes.
+std::string publish_envelope(size_t n) {
+    std::string env = R"({"op":"publish","room":"lobby","id":12345,"data":")";
+    env.append(n, 'x');
+    env.append(R"("})");
+    return env;
+}
+
+void bm_json_decode(benchmark::State& state) {
+    std::string env = publish_envelope(static_cast<size_t>(state.range(0)));
+    json_decoder dec;
+    auto span = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(env.data()), env.size());
+    for (auto _ : state) {
+        decode_result r = dec.decode(span);
+        benchmark::DoNotOptimize(r);
+        if (!r.ok) {
+            state.SkipWithError("decode failed");
+            break;
+        }
+    }
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * env.size()));
+}
+BENCHMARK(bm_json_decode)->Arg(16)->Arg(1024)->Arg(16384);
+
+void bm_binary_decode(benchmark::State& state) {
+    byte_buffer msg;
+    std::string data(static_cast<size_t>(state.range(0)), 'x');
+    // publish with id: header, id, room, data (docs/protocol.md)
+    const uint8_t head[] = {binary::version, 3, binary::flag_has_id, 1, 2, 3, 4, 5, 0};
+    msg.append(head, sizeof(head));
+    msg.append(std::string_view("lobby"));
+    uint32_t n = static_cast<uint32_t>(data.size());
+    const uint8_t len[] = {uint8_t(n), uint8_t(n >> 8), uint8_t(n >> 16), uint8_t(n >> 24)};
+    msg.append(len, 4);
+    msg.append(data);
+    binary_decoder dec;
+    for (auto _ : state) {
+        decode_result r = dec.decode(msg.span());
+        benchmark::DoNotOptimize(r);
+        if (!r.ok) {
+            state.SkipWithError("decode failed");
+            break;
+        }
+    }
+}
+BENCHMARK(bm_binary_decode)->Arg(16)->Arg(1024);
+
+void bm_encode_push(benchmark::State& state) {
+    std::string data = "\"";
+    data.append(static_cast<size_t>(state.range(0)), 'x');
+    data.push_back('"');
+    push_fields p;
+    p.kind = push_kind::message;
+    p.room = "lobby";
+    p.from = "user-123";
+    p.data = data;
+    byte_buffer out;
+    for (auto _ : state) {
+        out.clear();
+        encode_push(out, wire_format::json, p);
+        benchmark::DoNotOptimize(out.data());
+    }
+}
+BENCHMARK(bm_encode_push)->Arg(16)->Arg(1024);
 
 }  // namespace
 
