@@ -137,11 +137,28 @@ public:
         _ring = nullptr;
         _cap = _head = _count = 0;
     }
+    // The worker recycles small rings instead of freeing them (a subscriber that
+    // gets pushes every loop turn would otherwise malloc and free one per turn).
+    static constexpr uint32_t small = 8;
+    out_segment* detach_small() {
+        if (_cap != small || _count != 0) {
+            return nullptr;
+        }
+        out_segment* r = _ring;
+        _ring = nullptr;
+        _cap = _head = 0;
+        return r;
+    }
+    void adopt_small(out_segment* r) {  // the queue must own no ring
+        _ring = r;
+        _cap = small;
+        _head = _count = 0;
+    }
     uint32_t capacity() const { return _cap; }
 
 private:
     void grow() {
-        uint32_t cap = _cap ? _cap * 2 : 8;
+        uint32_t cap = _cap ? _cap * 2 : small;
         auto* r = static_cast<out_segment*>(std::malloc(sizeof(out_segment) * cap));
         if (!r) {
             std::abort();

@@ -154,6 +154,9 @@ worker::~worker() {
             c.q.pop_front();
         }
     }
+    for (out_segment* r : _ring_cache) {
+        std::free(r);
+    }
     for (auto b : _buffer_cache) {
         protocol::byte_buffer::free_block(b);
     }
@@ -634,8 +637,23 @@ void worker::seal(connection& c) {
     f->cap = b.capacity;
     f->len = n;
     f->refs = 1;
+    if (c.q.capacity() == 0 && !_ring_cache.empty()) {
+        c.q.adopt_small(_ring_cache.back());
+        _ring_cache.pop_back();
+    }
     c.q.push_back(out_segment{f, 0, n, seg_private});
     c.out_bytes += n;
+}
+
+void worker::release_ring(connection& c) {
+    if (out_segment* r = c.q.detach_small(); r && _ring_cache.size() < 4096) {
+        _ring_cache.push_back(r);
+    } else {
+        if (r) {
+            std::free(r);
+        }
+        c.q.release();
+    }
 }
 
 void worker::release_frame(out_frame* f) {
@@ -813,7 +831,7 @@ void worker::on_send(uint32_t slot, int res) {
     bump(_stats.sends);
     if (c.q.empty()) {
         // Drained: an idle connection keeps no output memory.
-        c.q.release();
+        release_ring(c);
     }
     if (!c.q.empty() || !c.out.empty() || c.close_after_flush) {
         mark_dirty(slot, c);  // the next send carries what is left and everything queued meanwhile
@@ -853,7 +871,7 @@ void worker::begin_close(uint32_t slot, connection& c) {
     c.phase = conn_phase::closing;
     schedule_teardown(slot, c);
     give_buffer(c.out);
-    c.q.release();
+    release_ring(c);
     shutdown(c.fd, SHUT_WR);
     list_remove(slot, c);  // a fresh linger period for the peer's FIN
     list_push(list_linger, slot, c, now_ms() + _cfg.close_linger_ms);
@@ -894,7 +912,7 @@ void worker::maybe_free(uint32_t slot, connection& c) {
     give_buffer(c.out);
     c.pinned_segs = 0;
     release_segments(c, 0);
-    c.q.release();
+    release_ring(c);
     c.in.release();
     c.target = protocol::endpoint::none;
     c.close_after_flush = false;
@@ -1301,6 +1319,10 @@ void worker::enqueue_push(uint32_t slot, connection& c, out_frame* f, bool batch
         }
     }
     seal(c);  // the connection's own bytes staged so far go before the push
+    if (c.q.capacity() == 0 && !_ring_cache.empty()) {
+        c.q.adopt_small(_ring_cache.back());
+        _ring_cache.pop_back();
+    }
     ++f->refs;
     c.q.push_back(out_segment{f, off, f->len, batchable ? seg_batchable : seg_push});
     c.out_bytes += len;

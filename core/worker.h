@@ -198,6 +198,8 @@ private:
     frame_pool _fpool;
     protocol::byte_buffer _scratch;           // one push or reply payload being encoded
     std::vector<out_segment> _seg_tmp;        // frame_batches() rebuild
+    std::vector<out_segment*> _ring_cache;    // small segment rings between uses
+    void release_ring(connection& c);
     std::vector<std::pair<uint32_t, uint32_t>> _teardowns;  // (slot, gen) leaving rooms/users at flush
     std::unordered_map<uint64_t, std::unique_ptr<pending_query>> _queries;
     uint64_t _next_query = 1;

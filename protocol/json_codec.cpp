@@ -361,26 +361,35 @@ simdjson::error_code json_decoder::scan_object(od::document& doc, scan& s, decod
             if ((e = validate_value(v, 2))) {
                 return e;
             }
+            // Keep scanning: the rest must still be valid JSON, and an id that
+            // comes later is still echoed in the error reply.
+            std::string_view dup_message;
             if (key == "op") {
-                r.message = "duplicate field op";
+                dup_message = "duplicate field op";
             } else if (key == "room") {
-                r.message = "duplicate field room";
+                dup_message = "duplicate field room";
             } else if (key == "user") {
-                r.message = "duplicate field user";
+                dup_message = "duplicate field user";
             } else if (key == "id") {
-                r.message = "duplicate field id";
+                dup_message = "duplicate field id";
             } else if (key == "data") {
-                r.message = "duplicate field data";
+                dup_message = "duplicate field data";
             } else {
-                r.message = "duplicate field users";
+                dup_message = "duplicate field users";
             }
-            return simdjson::INCORRECT_TYPE;
+            if (s.duplicate.empty()) {
+                s.duplicate = dup_message;
+            }
         }
     }
     return simdjson::SUCCESS;
 }
 
 decode_result& json_decoder::resolve(const scan& s, decode_result& r) {
+    if (!s.duplicate.empty()) {
+        r.message = s.duplicate;  // ambiguity is rejected rather than resolved
+        return r;
+    }
     if (s.id_seen && !r.req.has_id) {
         r.message = "field id must be a number or a string";
         return r;

@@ -75,6 +75,7 @@ private:
         std::string_view user_value;
         std::string_view data_value;
         std::string_view users_message;  // why users is invalid
+        std::string_view duplicate;      // "duplicate field NAME" for the first repeated field
     };
 
     bool reserve(size_t n);

@@ -272,6 +272,14 @@ TEST_F(JsonDecoder, Errors) {
         {R"({"op":"ping","id":1,"id":2})", error_code::bad_request, "duplicate field id", "1"},
         {R"({"op":"publish","room":"a","data":1,"data":2})", error_code::bad_request,
          "duplicate field data", ""},
+        // An id after the duplicate is still read and echoed; the first duplicate is named;
+        // a document broken after a duplicate is invalid JSON.
+        {R"({"op":"join","room":"a","room":"b","id":1})", error_code::bad_request,
+         "duplicate field room", "1"},
+        {R"({"op":"join","op":"x","room":"a","room":"b","id":"q"})", error_code::bad_request,
+         "duplicate field op", R"("q")"},
+        {R"({"op":"join","room":"a","room":"b","x":tru})", error_code::bad_request,
+         "invalid JSON", ""},
         // The id is reported even when the document turns out broken after it.
         {R"({"id":9,"op":tru})", error_code::bad_request, "invalid JSON", "9"},
         {R"({"id":"x","op":"ping"}})", error_code::bad_request, "invalid JSON", R"("x")"},
