@@ -34,7 +34,7 @@ constexpr size_t cache_buffer_min = 512;          // output buffers recycled thr
 constexpr size_t cache_buffer_max = 64 * 1024;    // capacities in [min, max] ...
 constexpr size_t cache_buffers = 256;             // ... up to this many (≤ 16 MiB per worker)
 constexpr uint32_t max_send_iov = 1024;           // UIO_MAXIOV: segments in one sendmsg
-constexpr size_t batch_max_bytes = 64 * 1024;     // one batch frame: at most this payload ...
+constexpr size_t batch_max_bytes = 64 * 1024;     // one batch frame: at most this payload (framing included) ...
 constexpr uint32_t batch_max_pushes = 256;        // ... and this many pushes
 constexpr uint32_t auth_logs_per_second = 10;     // per worker; the rest are only counted
 
@@ -686,11 +686,17 @@ void worker::frame_batches(connection& c) {
             continue;
         }
         uint8_t opcode = s.f->opcode;
+        bool bin = opcode == static_cast<uint8_t>(ws_opcode::binary);
+        // Payload of a batch of k pushes totalling `bytes`: JSON "[" p1 "," p2 ... "]";
+        // binary: batch header, then [u32 len] p for each push.
+        auto framed = [bin](size_t k, size_t bytes) {
+            return bin ? protocol::binary_batch_header + 4 * k + bytes : 2 + (k - 1) + bytes;
+        };
         uint32_t k = 0;
         size_t bytes = 0;
         while (i + k < n && k < batch_max_pushes && c.q[i + k].kind == seg_batchable &&
                c.q[i + k].f->opcode == opcode &&
-               (k == 0 || bytes + (c.q[i + k].end - c.q[i + k].off) <= batch_max_bytes)) {
+               (k == 0 || framed(k + 1, bytes + (c.q[i + k].end - c.q[i + k].off)) <= batch_max_bytes)) {
             bytes += c.q[i + k].end - c.q[i + k].off;
             ++k;
         }
@@ -703,9 +709,7 @@ void worker::frame_batches(connection& c) {
             ++i;
             continue;
         }
-        bool bin = opcode == static_cast<uint8_t>(ws_opcode::binary);
-        // Payload: JSON "[" p1 "," p2 ... "]"; binary: batch header, then [u32 len] p per record.
-        size_t payload = bin ? protocol::binary_batch_header + 4 * size_t{k} + bytes : 2 + (k - 1) + bytes;
+        size_t payload = framed(k, bytes);
         size_t own = protocol::frame::max_server_header + (bin ? protocol::binary_batch_header + 4 * size_t{k} : k + 1);
         protocol::byte_buffer tmp;
         take_buffer(tmp);
