@@ -21,9 +21,11 @@
 //      as none. No token → 401 missing_token; any verification failure → 401.
 //
 // JWT verification (verify_jwt_hs256), each step before the next:
-//   - at most k_max_token_bytes, exactly three base64url segments: strict alphabet,
-//     no '=' padding, canonical (unused trailing bits zero), non-empty header and
-//     payload → else malformed;
+//   - at most k_max_token_bytes, exactly three segments; the header and the
+//     signature are base64url (strict alphabet, no '=' padding, canonical: unused
+//     trailing bits zero), the header non-empty → else malformed. The payload
+//     segment is only decoded after the signature matched (so a forged token with
+//     a broken payload is logged as bad_signature, not malformed);
 //   - header: a JSON object; "crit" present → malformed; "typ", if present, the
 //     string "JWT" (any case) → else malformed; "alg" exactly "HS256" → else bad_alg;
 //   - signature: 32 bytes, equal (CRYPTO_memcmp) to HMAC-SHA256(secret,
