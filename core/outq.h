@@ -41,7 +41,7 @@ struct out_segment {
     out_frame* f;
     uint32_t off;
     uint32_t end;
-    uint8_t kind;  // seg_private, seg_push (whole frame), seg_batchable (payload only, framed at flush)
+    uint8_t kind;  // seg_private (never dropped: own bytes, or part of a batch frame), seg_push (a whole push frame, droppable), seg_batchable (payload only, framed at flush)
 };
 
 enum : uint8_t { seg_private = 0, seg_push = 1, seg_batchable = 2 };

@@ -747,7 +747,9 @@ void worker::frame_batches(connection& c) {
             if (pos > start) {
                 own_slice(start, pos);
             }
-            _seg_tmp.push_back(out_segment{p.f, p.off, p.end, seg_push});
+            // Part of a batch frame now: never dropped on its own (the frame header
+            // counts its bytes), so it is marked like the connection's own bytes.
+            _seg_tmp.push_back(out_segment{p.f, p.off, p.end, seg_private});
         }
         if (!bin) {
             base[pos++] = ']';
