@@ -99,7 +99,8 @@ class hub {
 public:
     explicit hub(unsigned workers)
         : _n(workers), _rings(std::make_unique<spsc_ring[]>(size_t{workers} * workers)),
-          _ring_fds(std::make_unique<std::atomic<int>[]>(workers)) {
+          _ring_fds(std::make_unique<std::atomic<int>[]>(workers)),
+          _wake_pending(std::make_unique<wake_flag[]>(workers)) {
         for (unsigned i = 0; i < workers; ++i) {
             _ring_fds[i].store(-1, std::memory_order_relaxed);
         }
@@ -121,6 +122,21 @@ public:
     void set_ring_fd(unsigned w, int fd) { _ring_fds[w].store(fd, std::memory_order_release); }
     int ring_fd(unsigned w) const { return _ring_fds[w].load(std::memory_order_acquire); }
 
+    // "A wake-up is on its way to worker w": a sender that finds it set skips its
+    // MSG_RING (the receiver drains every ring when the pending one arrives).
+    // Sender: push to the ring, then exchange(true); receiver: store(false), then
+    // drain, with full fences, so either the sender sees false and wakes, or
+    // the receiver's drain sees the push. A failed MSG_RING leaves the flag set:
+    // the receiver's 100 ms tick drains (and clears) anyway.
+    bool claim_wake(unsigned w) {
+        std::atomic_thread_fence(std::memory_order_seq_cst);  // the ring push is visible first
+        return !_wake_pending[w].flag.exchange(true, std::memory_order_seq_cst);
+    }
+    void clear_wake(unsigned w) {
+        _wake_pending[w].flag.store(false, std::memory_order_seq_cst);
+        std::atomic_thread_fence(std::memory_order_seq_cst);  // before the drain reads the rings
+    }
+
     // Process-wide count of upgraded connections (max connections limit).
     // Touched once per upgrade and once per close, never per message.
     std::atomic<uint64_t> connections{0};
@@ -129,6 +145,10 @@ private:
     unsigned _n;
     std::unique_ptr<spsc_ring[]> _rings;
     std::unique_ptr<std::atomic<int>[]> _ring_fds;
+    struct alignas(64) wake_flag {
+        std::atomic<bool> flag{false};
+    };
+    std::unique_ptr<wake_flag[]> _wake_pending = nullptr;
 };
 
 }  // namespace wsgate::core

@@ -603,6 +603,9 @@ void worker::flush() {
         if (fd < 0) {
             continue;  // not up yet: it drains its inbox on its first timer tick
         }
+        if (!_hub.claim_wake(t)) {
+            continue;  // a wake-up is already on its way and not yet acted on
+        }
         io_uring_sqe* sqe = get_sqe();
         io_uring_prep_msg_ring(sqe, fd, 0, pack(op::inbox, _index, 0), 0);
         sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
@@ -1379,6 +1382,7 @@ void worker::send_to(unsigned target, xmsg* m) {
 }
 
 void worker::drain_inbox() {
+    _hub.clear_wake(_index);  // before draining: a push after this wakes us again
     unsigned n = _hub.workers();
     for (unsigned from = 0; from < n; ++from) {
         if (from == _index) {
