@@ -33,6 +33,7 @@ public:
     [[nodiscard]] const uint8_t* data() const noexcept { return _data + _head; }
     [[nodiscard]] size_t size() const noexcept { return _tail - _head; }
     [[nodiscard]] bool empty() const noexcept { return _tail == _head; }
+    [[nodiscard]] size_t capacity() const noexcept { return _cap; }
 
     // Reserves n bytes at the end and returns a pointer to them; the caller
     // must fill all n. Invalidates earlier pointers.

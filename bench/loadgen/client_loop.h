@@ -37,6 +37,13 @@ public:
     virtual void on_message(connection& c, const message_info& m) = 0;
     // Always called exactly once per opened slot, before the slot is reused.
     virtual void on_closed(connection& c) = 0;
+    // Called once per connection when its upgrade request is built (TCP is
+    // up). May tag the connection (c.user) and return the request target to
+    // send instead of the URL's path; empty keeps the URL's.
+    virtual std::string request_target(connection& c) {
+        (void)c;
+        return {};
+    }
 };
 
 struct loop_config {
@@ -44,6 +51,7 @@ struct loop_config {
     bool raw = false;                      // plain TCP, no upgrade
     size_t raw_message_size = 0;           // raw mode: bytes per message
     const payload_template* tmpl = nullptr; // expected echo payload, or null
+    bool collect_payloads = false;         // hand message bytes to on_message (message_info::data)
     std::vector<sockaddr_in> sources;      // source addresses to spread over, may be empty
     unsigned source_offset = 0;            // rotates sources between threads
     unsigned max_connections = 1;          // slab size

@@ -39,8 +39,8 @@ enum class close_reason : uint8_t {
 [[nodiscard]] const char* to_string(close_reason r) noexcept;
 
 struct connection {
-    connection(const uint8_t* tmpl, size_t tmpl_len, size_t raw_size)
-        : reader(tmpl, tmpl_len), raw(tmpl, raw_size) {}
+    connection(const uint8_t* tmpl, size_t tmpl_len, size_t raw_size, bool collect)
+        : reader(tmpl, tmpl_len, collect), raw(tmpl, raw_size) {}
 
     int fd = -1;                      // socket, -1 when free
     bool fixed = false;               // also registered as fixed file #slot; ops use the index

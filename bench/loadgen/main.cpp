@@ -10,14 +10,20 @@
 
 namespace {
 
-void add_common(CLI::App& cmd, wsbench::common_options& o, bool with_threads) {
-    cmd.add_option("--url", o.url, "ws://host:port/path (tcp://host:port also accepted with --raw)")
-        ->required();
+void add_common(CLI::App& cmd, wsbench::common_options& o, bool with_threads,
+                const char* default_url = nullptr) {
+    if (default_url != nullptr) {
+        o.url = default_url;
+        cmd.add_option("--url", o.url, "ws://host:port/path[?query]")->capture_default_str();
+    } else {
+        cmd.add_option("--url", o.url, "ws://host:port/path (tcp://host:port also accepted with --raw)")
+            ->required();
+    }
     if (with_threads) {
         cmd.add_option("--threads", o.threads, "load generator threads (one io_uring each)")
             ->check(CLI::Range(1u, 256u));
     }
-    cmd.add_option("--cpu", o.cpus, "pin load generator thread(s) to these CPUs, e.g. 1 or 2,3");
+    cmd.add_option("--cpu,--cpus", o.cpus, "pin load generator thread(s) to these CPUs, e.g. 1 or 2,3");
     cmd.add_option("--source-addrs", o.source_addrs,
                    "comma-separated IPv4 source addresses to spread connections over "
                    "(each gives ~28k ports per destination)");
@@ -73,7 +79,37 @@ int main(int argc, char** argv) {
     hs_cmd->add_option("--concurrency", hs.concurrency, "cycles in flight")
         ->check(CLI::Range(1u, 100000u));
 
+    wsbench::fanout_options fan;
+    auto* fan_cmd = app.add_subcommand("fanout", "room fan-out: deliveries/s and publish -> delivery latency");
+    add_common(*fan_cmd, fan, true, "ws://127.0.0.1:8080/ws");
+    fan_cmd->add_option("--rooms,-r", fan.rooms, "rooms r0..r<N-1>")->check(CLI::Range(1u, 1'000'000u));
+    fan_cmd->add_option("--subscribers,-S", fan.subscribers, "subscriber connections per room")
+        ->check(CLI::Range(1u, 10'000'000u));
+    fan_cmd->add_option("--publishers,-P", fan.publishers, "publisher connections per room")
+        ->check(CLI::Range(1u, 65'536u));
+    fan_cmd->add_option("--size,-s", fan.size, "bytes of each publication's data string (>= 16)")
+        ->check(CLI::Range(size_t{16}, size_t{16} << 20));
+    auto* inflight_opt =
+        fan_cmd->add_option("--inflight,-k", fan.inflight,
+                            "publications in flight per room, flat out (sent, not yet acked); "
+                            "with --rate a cap (default then 65536)")
+            ->check(CLI::Range(1u, 1'000'000u));
+    fan_cmd->add_option("--rate", fan.rate, "publications/s over all publishers; 0 = flat out")
+        ->check(CLI::NonNegativeNumber);
+    fan_cmd->add_option("--duration,-d", fan.duration_s, "measured seconds")->check(CLI::PositiveNumber);
+    fan_cmd->add_option("--warmup", fan.warmup_s, "seconds of traffic before measuring")
+        ->check(CLI::NonNegativeNumber);
+    fan_cmd->add_option("--drain", fan.drain_s,
+                        "after the window, wait for the last acks and deliveries until nothing "
+                        "arrived for this many seconds (hard limit 30 + 10x)")
+        ->check(CLI::NonNegativeNumber);
+    fan_cmd->add_option("--pid", fan.pid, "server PID: also report its CPU % and RSS");
+    fan_cmd->add_flag("--user-param", fan.user_param,
+                      "append user=u<N> to each connection's URL (distinct users in anonymous mode)");
+    fan_cmd->add_option("--token", fan.token, "append token=TOKEN to every connection's URL");
+
     CLI11_PARSE(app, argc, argv);
+    fan.inflight_given = inflight_opt->count() > 0;
 
     try {
         if (echo_cmd->parsed()) {
@@ -84,6 +120,9 @@ int main(int argc, char** argv) {
         }
         if (hs_cmd->parsed()) {
             return wsbench::run_handshake(hs);
+        }
+        if (fan_cmd->parsed()) {
+            return wsbench::run_fanout(fan);
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "wsgate-bench: %s\n", e.what());

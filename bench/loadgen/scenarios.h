@@ -5,6 +5,10 @@
 // idle:      N connections opened in batches and left idle; server RSS growth
 //            per connection from /proc/PID/status.
 // handshake: C concurrent connect + upgrade + close cycles; handshakes/s.
+// fanout:    R rooms x (S subscribers + P publishers), wsgate client protocol
+//            v1 in JSON text frames; publications flat out (window K per
+//            room) or at a fixed rate; deliveries/s, publish -> delivery
+//            latency, exactly-once/in-order checks per subscriber.
 //
 // Each run_* returns the process exit code: 0 on success, 1 when nothing was
 // measured or a connect/handshake failed (see README.md).
@@ -19,7 +23,7 @@ namespace wsbench {
 
 struct common_options {
     std::string url;                 // ws://host:port/path (tcp://host:port with --raw)
-    unsigned threads = 1;            // loops (threads); echo only
+    unsigned threads = 1;            // loops (threads); echo and fanout
     std::string cpus;                // CPU list to pin loop threads to, round-robin
     std::string source_addrs;        // IPv4 source addresses to spread connections over
     bool json = false;               // one JSON object instead of text
@@ -51,7 +55,24 @@ struct handshake_options : common_options {
     unsigned concurrency = 16;   // cycles in flight
 };
 
+struct fanout_options : common_options {
+    unsigned rooms = 1;           // rooms r0 .. r<R-1>
+    unsigned subscribers = 100;   // subscriber connections per room
+    unsigned publishers = 1;      // publisher connections per room (members too)
+    size_t size = 16;             // bytes of each publication's "data" string (>= 16)
+    unsigned inflight = 32;       // publications in flight per room (sent, not yet acked)
+    bool inflight_given = false;  // --inflight was on the command line (a cap in --rate mode)
+    double rate = 0;              // publications/s over all publishers, 0 = flat out
+    double duration_s = 10;       // measured window
+    double warmup_s = 1;          // traffic before the window, not recorded
+    double drain_s = 3;           // after the window: give up when nothing arrived for this long
+    pid_t pid = 0;                // server PID for CPU/RSS, 0 = none
+    bool user_param = false;      // append user=u<N> to each connection's URL
+    std::string token;            // append token=<token> when not empty
+};
+
 [[nodiscard]] int run_echo(const echo_options& opt);
+[[nodiscard]] int run_fanout(const fanout_options& opt);
 [[nodiscard]] int run_idle(const idle_options& opt);
 [[nodiscard]] int run_handshake(const handshake_options& opt);
 

@@ -115,6 +115,7 @@ const char* frame_reader::parse_header() noexcept {
     }
     _frame_opcode = op;
     _frame_fin = fin;
+    _frame_len = len;
     _remaining = len;
     _in_payload = true;
     return nullptr;

@@ -9,6 +9,11 @@
 // total length, and whether the rest matched the payload template. It accepts
 // fragmented messages; it rejects masked server frames, RSV bits (no
 // extensions are negotiated) and malformed control frames.
+//
+// Collect mode (the fan-out scenario, which must read what it receives) also
+// hands the whole payload to the sink: a message whose single frame lies in
+// one slice is passed in place (no copy); any other is gathered in a
+// per-reader buffer first. The pointer is valid during on_message only.
 #pragma once
 
 #include "byte_buffer.h"
@@ -47,6 +52,8 @@ struct message_info {
     bool stamp_ok = false;   // length >= 8 and the first 8 bytes decode
     bool payload_ok = true;  // bytes [8, length) equal the template (true without a template)
     uint8_t opcode = 0;      // op_text or op_binary
+    const uint8_t* data = nullptr; // collect mode: the `length` payload bytes (valid in on_message
+                                   // only); stamp and template are not checked in that mode
 };
 
 // Tracks one message's stamp and filler check across the slices it arrives in.
@@ -90,12 +97,16 @@ private:
     uint8_t _stamp[stamp_size]{}; // first bytes of the message in progress
 };
 
+// Collect mode keeps a gather buffer up to this size between messages.
+constexpr size_t collect_keep_bytes = 16 * 1024;
+
 // Sink requirements for frame_reader::feed:
 //   void on_message(const message_info&);
 //   bool on_control(uint8_t opcode, const uint8_t* payload, size_t len); // false: stop
 class frame_reader {
 public:
-    frame_reader(const uint8_t* tmpl, size_t tmpl_len) : _msg(tmpl, tmpl_len) {}
+    frame_reader(const uint8_t* tmpl, size_t tmpl_len, bool collect = false)
+        : _msg(collect ? nullptr : tmpl, collect ? 0 : tmpl_len), _collect(collect) {}
 
     // Consumes all n bytes. Returns nullptr, or a static string describing a
     // protocol error (the connection must then be dropped), or "stop" when the
@@ -118,12 +129,36 @@ private:
     uint64_t _remaining = 0;        // payload bytes left in the current frame
     uint8_t _ctrl[125]{};           // control frame payload
     uint8_t _ctrl_len = 0;          // bytes in _ctrl
+    bool _collect = false;          // hand payloads to the sink (see the header comment)
+    uint64_t _frame_len = 0;        // payload length of the current frame
+    const uint8_t* _direct = nullptr; // collect: the message, in place in the caller's slice
+    uint64_t _collect_len = 0;      // collect: payload bytes of the message so far
+    byte_buffer _body;              // collect: message bytes gathered across slices/fragments
 };
 
 template <class Sink>
 const char* frame_reader::feed(const uint8_t* p, size_t n, Sink& sink) {
     while (n > 0 || (_in_payload && _remaining == 0)) {
         if (!_in_payload) {
+            if (_hdr_len == 0 && n >= 2) {
+                // Fast path: the whole header is in this slice.
+                if ((p[1] & 0x80) != 0) {
+                    return "masked frame from server";
+                }
+                const uint8_t len7 = p[1] & 0x7f;
+                const uint8_t need = static_cast<uint8_t>(2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0));
+                if (n >= need) {
+                    std::memcpy(_hdr, p, need);
+                    _hdr_len = need;
+                    _hdr_need = need;
+                    p += need;
+                    n -= need;
+                    if (const char* err = parse_header()) {
+                        return err;
+                    }
+                    continue;
+                }
+            }
             // Collect the header, possibly across slices.
             while (n > 0 && _hdr_len < _hdr_need) {
                 _hdr[_hdr_len++] = *p++;
@@ -149,7 +184,17 @@ const char* frame_reader::feed(const uint8_t* p, size_t n, Sink& sink) {
             std::memcpy(_ctrl + _ctrl_len, p, chunk);
             _ctrl_len = static_cast<uint8_t>(_ctrl_len + chunk);
         } else if (chunk > 0) {
-            _msg.add(p, chunk);
+            if (_collect) {
+                // In place when the whole single-frame message is in this slice.
+                if (_frame_fin && _remaining == _frame_len && chunk == _remaining && _body.empty()) {
+                    _direct = p;
+                } else {
+                    _body.append(p, chunk);
+                }
+                _collect_len += chunk;
+            } else {
+                _msg.add(p, chunk);
+            }
         }
         p += chunk;
         n -= chunk;
@@ -169,7 +214,24 @@ const char* frame_reader::feed(const uint8_t* p, size_t n, Sink& sink) {
             }
         } else if (_frame_fin) {
             _in_message = false;
-            sink.on_message(_msg.finish(_msg_opcode));
+            if (_collect) {
+                message_info m;
+                m.length = _collect_len;
+                m.opcode = _msg_opcode;
+                m.data = _direct != nullptr ? _direct : _body.data();
+                _direct = nullptr;
+                _collect_len = 0;
+                sink.on_message(m);
+                // Keep a small buffer for the next split message; give big ones back
+                // (batched frames run to 64 KiB, times thousands of connections).
+                if (_body.capacity() > collect_keep_bytes) {
+                    _body.release();
+                } else {
+                    _body.clear();
+                }
+            } else {
+                sink.on_message(_msg.finish(_msg_opcode));
+            }
         }
     }
     return nullptr;

@@ -2,7 +2,7 @@
 
 Not a performance test (no number is asserted): it checks that the load generator
 connects, upgrades, echoes without a corrupt payload and reports JSON, for each
-scenario (echo, idle, handshake), and that the raw-TCP ceiling server echoes too.
+scenario (echo, idle, handshake, fanout), and that the raw-TCP ceiling server echoes too.
 Skipped where the benchmark tools are not built (the sanitizer build).
 """
 
@@ -56,6 +56,29 @@ class BenchSmoke(unittest.TestCase):
                      "--concurrency", "8")
         self.assertGreater(r["handshakes"], 0)
         self.assertEqual(r["handshake_failed"], 0)
+
+    def test_fanout_exactly_once(self):
+        # Its own gateway: fan-out needs the rate limit off and two workers, so that
+        # publications cross workers. The scenario fails itself (exit 1) on any lost,
+        # duplicated, out-of-order, misrouted or corrupt delivery.
+        gw = Gateway("--rate-limit", "0", threads=2).start()
+        try:
+            base = ["fanout", "--rooms", "3", "--subscribers", "20", "--size", "100",
+                    "--duration", "0.5", "--warmup", "0.1", "--threads", "2", "--user-param"]
+            runs = [
+                run_json(*base, "--url", f"ws://127.0.0.1:{gw.port}/ws", "--inflight", "8"),
+                run_json(*base, "--url", f"ws://127.0.0.1:{gw.port}/ws?batch=1", "--rate", "2000",
+                         "--publishers", "2"),
+            ]
+            for r in runs:
+                self.assertGreater(r["publications_total"], 0)
+                self.assertEqual(r["deliveries_total"], r["publications_total"] * 20)
+                for k in ("lost", "duplicates", "out_of_order", "misrouted", "bad_payloads",
+                          "malformed", "server_errors", "errors"):
+                    self.assertEqual(r[k], 0, k)
+        finally:
+            rc = gw.stop()
+            self.assertEqual(rc, 0, gw.log_text())
 
     @unittest.skipUnless(RAW and os.path.exists(RAW), "raw-echo-server not built")
     def test_raw_ceiling_server(self):
