@@ -31,6 +31,8 @@ struct out_frame {
     uint32_t cap = 0;
     uint32_t len = 0;          // wire bytes [0, len)
     uint32_t payload = 0;      // offset of the WebSocket payload (after the frame header)
+    uint32_t batch_off = 0;    // pushes: the push as a batch record, [batch_off, batch_end),
+    uint32_t batch_end = 0;    // stored behind the wire frame (worker::frame_batches)
     uint32_t refs = 0;
     uint8_t opcode = 0;        // text/binary for pushes (batching), 0 for private bytes
     out_frame* next_free = nullptr;
@@ -71,7 +73,7 @@ public:
     }
     void put(out_frame* f) {
         f->data = nullptr;
-        f->cap = f->len = f->payload = f->refs = 0;
+        f->cap = f->len = f->payload = f->refs = f->batch_off = f->batch_end = 0;
         f->opcode = 0;
         f->next_free = _free;
         _free = f;

@@ -675,9 +675,12 @@ void worker::release_segments(connection& c, uint32_t from) {
 }
 
 void worker::frame_batches(connection& c) {
-    // Runs of batchable pushes (payload-only slices, queued for a connection that
-    // opted in) become batch frames: the payloads stay shared; only the frame
-    // header and the separators are this connection's own bytes.
+    // Runs of batchable pushes (queued for a connection that opted in) become
+    // batch frames. Each push frame carries its batch record right behind its
+    // wire frame (JSON: the payload and a ','; binary: [u32 length][payload]),
+    // so a batch of k is k+2 iovecs (JSON) or k+1 (binary): the records stay
+    // shared; only the frame header, '[' and ']' (or the batch header) are this
+    // connection's own bytes.
     _seg_tmp.clear();
     uint32_t n = c.q.size();
     uint32_t i = 0;
@@ -690,42 +693,28 @@ void worker::frame_batches(connection& c) {
         }
         uint8_t opcode = s.f->opcode;
         bool bin = opcode == static_cast<uint8_t>(ws_opcode::binary);
-        // Payload of a batch of k pushes totalling `bytes`: JSON "[" p1 "," p2 ... "]";
-        // binary: batch header, then [u32 len] p for each push.
-        auto framed = [bin](size_t k, size_t bytes) {
-            return bin ? protocol::binary_batch_header + 4 * k + bytes : 2 + (k - 1) + bytes;
-        };
+        // Frame payload of a batch whose records total `bytes`: JSON "[" records "]"
+        // minus the last record's ','; binary: batch header, then the records.
+        auto framed = [bin](size_t bytes) { return bin ? protocol::binary_batch_header + bytes : bytes + 1; };
         uint32_t k = 0;
         size_t bytes = 0;
         while (i + k < n && k < batch_max_pushes && c.q[i + k].kind == seg_batchable &&
                c.q[i + k].f->opcode == opcode &&
-               (k == 0 || framed(k + 1, bytes + (c.q[i + k].end - c.q[i + k].off)) <= batch_max_bytes)) {
+               (k == 0 || framed(bytes + (c.q[i + k].end - c.q[i + k].off)) <= batch_max_bytes)) {
             bytes += c.q[i + k].end - c.q[i + k].off;
             ++k;
         }
         if (k == 1) {
-            out_segment whole = s;  // a lone push goes out as its own frame
-            c.out_bytes += whole.off;
-            whole.off = 0;
-            whole.kind = seg_push;
+            out_segment whole{s.f, 0, s.f->len, seg_push};  // a lone push goes out as its own frame
+            c.out_bytes += whole.end - (s.end - s.off);
             _seg_tmp.push_back(whole);
             ++i;
             continue;
         }
-        size_t payload = framed(k, bytes);
-        size_t own = protocol::frame::max_server_header + (bin ? protocol::binary_batch_header + 4 * size_t{k} : k + 1);
         protocol::byte_buffer tmp;
         take_buffer(tmp);
-        uint8_t* base = tmp.prepare(own);
-        size_t h = protocol::frame::write_server_header(base, opcode, payload);
-        out_frame* f = _fpool.get();
-        size_t pos = h;
-        uint32_t refs = 0;
-        auto own_slice = [&](size_t from, size_t to) {
-            _seg_tmp.push_back(out_segment{f, static_cast<uint32_t>(from), static_cast<uint32_t>(to), seg_private});
-            c.out_bytes += static_cast<uint32_t>(to - from);
-            ++refs;
-        };
+        uint8_t* base = tmp.prepare(protocol::frame::max_server_header + protocol::binary_batch_header + 1);
+        size_t pos = protocol::frame::write_server_header(base, opcode, framed(bytes));
         if (bin) {
             base[pos++] = protocol::binary::version;
             base[pos++] = protocol::binary_batch_type;
@@ -733,37 +722,33 @@ void worker::frame_batches(connection& c) {
         } else {
             base[pos++] = '[';
         }
+        out_frame* f = _fpool.get();
+        _seg_tmp.push_back(out_segment{f, 0, static_cast<uint32_t>(pos), seg_private});
+        c.out_bytes += static_cast<uint32_t>(pos);
+        f->refs = 1;
         for (uint32_t j = 0; j < k; ++j) {
-            const out_segment& p = c.q[i + j];
-            size_t start = pos;
-            if (bin) {
-                uint32_t l = p.end - p.off;
-                for (int b = 0; b < 4; ++b) {
-                    base[pos++] = static_cast<uint8_t>(l >> (8 * b));
-                }
-            } else if (j > 0) {
-                base[pos++] = ',';
-            }
-            if (j == 0) {
-                start = 0;  // the first slice carries the frame header too
-            }
-            if (pos > start) {
-                own_slice(start, pos);
-            }
+            out_segment rec = c.q[i + j];
             // Part of a batch frame now: never dropped on its own (the frame header
             // counts its bytes), so it is marked like the connection's own bytes.
-            _seg_tmp.push_back(out_segment{p.f, p.off, p.end, seg_private});
+            rec.kind = seg_private;
+            if (!bin && j + 1 == k) {
+                rec.end -= 1;  // the last record without its ','
+                c.out_bytes -= 1;
+            }
+            _seg_tmp.push_back(rec);
         }
         if (!bin) {
-            base[pos++] = ']';
-            own_slice(pos - 1, pos);
+            base[pos] = ']';
+            _seg_tmp.push_back(out_segment{f, static_cast<uint32_t>(pos), static_cast<uint32_t>(pos + 1), seg_private});
+            c.out_bytes += 1;
+            ++pos;
+            f->refs = 2;
         }
         tmp.commit(pos);
         protocol::byte_buffer::block b = tmp.detach();
         f->data = b.data;
         f->cap = b.capacity;
         f->len = static_cast<uint32_t>(pos);
-        f->refs = refs;
         i += k;
     }
     c.q.truncate(0);
@@ -1239,6 +1224,23 @@ out_frame* worker::make_push_frame(const protocol::push_fields& p, wire_format f
     f->len = static_cast<uint32_t>(b.size());
     f->payload = static_cast<uint32_t>(b.size() - _scratch.size());
     f->opcode = static_cast<uint8_t>(opcode);
+    // The batch record behind the wire frame (see frame_batches): JSON reuses the
+    // payload and adds a ','; binary needs the length first, so the payload is
+    // copied once more (once per worker and publication, not per recipient).
+    if (fmt == wire_format::binary) {
+        auto plen = static_cast<uint32_t>(_scratch.size());
+        uint8_t* p = b.prepare(4 + plen);
+        for (int k = 0; k < 4; ++k) {
+            p[k] = static_cast<uint8_t>(plen >> (8 * k));
+        }
+        std::memcpy(p + 4, _scratch.data(), plen);
+        b.commit(4 + plen);
+        f->batch_off = f->len;
+    } else {
+        b.append(",", 1);
+        f->batch_off = f->payload;
+    }
+    f->batch_end = static_cast<uint32_t>(b.size());
     f->refs = 1;  // the caller's; released after the fan-out
     protocol::byte_buffer::block blk = b.detach();
     f->data = blk.data;
@@ -1305,8 +1307,9 @@ void worker::deliver(protocol::push_kind kind, std::string_view key, std::string
 }
 
 void worker::enqueue_push(uint32_t slot, connection& c, out_frame* f, bool batchable) {
-    uint32_t off = batchable ? f->payload : 0;
-    uint32_t len = f->len - off;
+    uint32_t off = batchable ? f->batch_off : 0;
+    uint32_t end = batchable ? f->batch_end : f->len;
+    uint32_t len = end - off;
     if (c.out_bytes + c.out.size() + len > _cfg.max_outbound_bytes) {
         if (_cfg.slow_consumer == slow_consumer_policy::close) {
             slow_consumer_close(slot, c);
@@ -1336,7 +1339,7 @@ void worker::enqueue_push(uint32_t slot, connection& c, out_frame* f, bool batch
         _ring_cache.pop_back();
     }
     ++f->refs;
-    c.q.push_back(out_segment{f, off, f->len, batchable ? seg_batchable : seg_push});
+    c.q.push_back(out_segment{f, off, end, batchable ? seg_batchable : seg_push});
     c.out_bytes += len;
     bump(_stats.pushes);
     mark_dirty(slot, c);
