@@ -243,6 +243,14 @@ int worker::run() {
         }
         io_uring_cq_advance(&_ring, seen);
     }
+    // Every connection is gone, so every output frame must have been released:
+    // anything else is a reference-count bug. Fail loudly (exit status 1), so
+    // every test that stops a gateway checks it.
+    if (_fpool.live() != 0) {
+        std::fprintf(stderr, "wsgate: worker %u: BUG: %zu output frames still referenced at exit\n", _index,
+                     _fpool.live());
+        return -EFAULT;
+    }
     return 0;
 }
 
