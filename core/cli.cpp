@@ -3,9 +3,15 @@
 
 #include <CLI/CLI.hpp>
 
+#include <netdb.h>
+#include <unistd.h>
+
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <string>
+
+#include "backplane/redis_names.h"
 
 #ifndef WSGATE_VERSION
 #define WSGATE_VERSION "0.0.0"
@@ -84,6 +90,10 @@ int parse_command_line(int argc, char** argv, config& cfg) {
         ->capture_default_str()
         ->check(CLI::IsMember({"close", "drop"}));
 
+    app.add_option("--redis", cfg.redis_url,
+                   "Redis backplane: redis://[[user]:password@]host[:port][/db] (without it: a single node)");
+    app.add_option("--server-id", cfg.server_id, "this gateway's id in Redis (default: hostname-pid)");
+
     app.add_option("--recv-buffers", cfg.recv_buffers,
                    "provided receive buffers per worker (power of two; fewer means more ENOBUFS re-arms)")
         ->capture_default_str()
@@ -105,6 +115,37 @@ int parse_command_line(int argc, char** argv, config& cfg) {
     if (auto err = parse_listen(listen, cfg); !err.empty()) {
         std::fprintf(stderr, "--listen: %s\n", err.c_str());
         return 2;
+    }
+    if (cfg.server_id.empty()) {
+        char host[256] = {};
+        gethostname(host, sizeof(host) - 1);
+        cfg.server_id = std::string(host) + "-" + std::to_string(getpid());
+    }
+    if (!cfg.redis_url.empty()) {
+        backplane::redis_endpoint ep;
+        std::string err;
+        if (!backplane::parse_redis_url(cfg.redis_url, ep, err)) {
+            std::fprintf(stderr, "--redis: %s\n", err.c_str());
+            return 2;
+        }
+        if (ep.cluster) {
+            std::fprintf(stderr, "--redis: redis+cluster:// is not supported yet (issue 4 in progress)\n");
+            return 2;
+        }
+        cfg.redis_user = ep.user;
+        cfg.redis_password = ep.password;
+        cfg.redis_db = ep.db;
+        addrinfo hints{};
+        hints.ai_socktype = SOCK_STREAM;
+        addrinfo* res = nullptr;
+        std::string port = std::to_string(ep.port);
+        if (int rc = getaddrinfo(ep.host.c_str(), port.c_str(), &hints, &res); rc != 0 || !res) {
+            std::fprintf(stderr, "--redis: cannot resolve %s: %s\n", ep.host.c_str(), gai_strerror(rc));
+            return 2;
+        }
+        std::memcpy(&cfg.redis_addr, res->ai_addr, res->ai_addrlen);
+        cfg.redis_addr_len = static_cast<socklen_t>(res->ai_addrlen);
+        freeaddrinfo(res);
     }
     return -1;
 }

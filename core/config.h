@@ -6,6 +6,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <sys/socket.h>
+
 #include <string>
 #include <vector>
 
@@ -41,6 +43,15 @@ struct config {
     unsigned max_rooms_per_conn = 100;    // --max-rooms-per-conn → error "limit"
     unsigned rate_limit = 100;            // --rate-limit: messages/s per connection, 0 = off
     unsigned rate_burst = 200;            // --rate-burst: bucket size (messages)
+
+    // Redis backplane (SPEC section 4; docs/backplane.md). Empty URL: single node.
+    std::string redis_url;                // --redis redis://[[user]:password@]host[:port][/db]
+    std::string server_id;                // --server-id; default hostname-pid
+    std::string redis_user;               // parsed from the URL
+    std::string redis_password;
+    unsigned redis_db = 0;
+    sockaddr_storage redis_addr{};        // resolved once at start-up
+    socklen_t redis_addr_len = 0;
 };
 
 }  // namespace wsgate::core

@@ -155,6 +155,13 @@ int main(int argc, char** argv) {
             {"xmsgs_sent", &st.xmsgs_sent},
             {"xmsgs_received", &st.xmsgs_received},
             {"wakes_sent", &st.wakes_sent},
+            {"redis_connects", &st.redis_connects},
+            {"redis_disconnects", &st.redis_disconnects},
+            {"redis_publishes", &st.redis_publishes},
+            {"redis_publish_failures", &st.redis_publish_failures},
+            {"redis_messages", &st.redis_messages},
+            {"redis_echoes", &st.redis_echoes},
+            {"redis_invalid", &st.redis_invalid},
         };
         std::string line = "wsgate: worker " + std::to_string(i) + ":";
         for (const auto& [name, value] : counters) {

@@ -19,6 +19,7 @@
 #include <ctime>
 #include <string_view>
 
+#include "core/session.h"
 #include "protocol/ws_frame.h"
 
 namespace wsgate::core {
@@ -63,17 +64,6 @@ bool deadline_passed(uint32_t deadline, uint32_t now) {
 }
 
 }  // namespace
-
-// What a client connection on the WebSocket endpoint is: who, in which format
-// it gets pushes, and its rate limit state. Allocated at the upgrade.
-struct client_session {
-    protocol::identity who;
-    wire_format format = wire_format::json;  // pushes (replies follow the request's format)
-    bool batch = false;                      // opted in to several pushes per frame
-    uint64_t tokens = 0;                     // rate limit bucket, in 1/1000 messages
-    uint64_t penalty = 0;                    // refused messages not yet forgiven, same unit
-    uint32_t refill_ms = 0;
-};
 
 // presence/online asked on a worker, answered by every worker.
 struct worker::pending_query {
@@ -157,6 +147,11 @@ worker::~worker() {
     for (out_segment* r : _ring_cache) {
         std::free(r);
     }
+    for (redis_conn& r : _redis) {
+        if (r.fd >= 0) {
+            close(r.fd);
+        }
+    }
     for (auto b : _buffer_cache) {
         protocol::byte_buffer::free_block(b);
     }
@@ -211,6 +206,9 @@ int worker::setup() {
     arm_timer();
     arm_wake();
     _hub.set_ring_fd(_index, _ring.ring_fd);
+    if (!_cfg.redis_url.empty()) {
+        redis_setup();
+    }
     return 0;
 }
 
@@ -315,6 +313,11 @@ void worker::handle(io_uring_cqe* cqe) {
         return;
     case op::inbox:
         drain_inbox();
+        return;
+    case op::redis_connect:
+    case op::redis_recv:
+    case op::redis_send:
+        redis_handle(o, slot, gen, cqe->res);
         return;
     case op::ignore:
         return;
@@ -506,8 +509,9 @@ void worker::on_handshake_bytes(uint32_t slot, connection& c, const uint8_t* dat
     c.out.append(r.response);
     c.target = r.target;
     c.phase = conn_phase::websocket;
-    if (c.sess) {
-        _users.add(make_id(slot, c.gen), c.sess->who.user);
+    if (c.sess && _users.add(make_id(slot, c.gen), c.sess->who.user) == backplane::user_outcome::first_connection &&
+        redis_on()) {
+        redis_interest(true, false, c.sess->who.user);
     }
     if (r.consumed < input.size()) {
         // The client pipelined frames behind its request: they belong to the WebSocket.
@@ -593,6 +597,9 @@ void worker::mark_dirty(uint32_t slot, connection& c) {
 
 void worker::flush() {
     run_teardowns();
+    if (redis_on()) {
+        redis_flush();
+    }
     // Cross-worker messages that did not fit their ring last turn, then one
     // MSG_RING per worker we queued anything for.
     for (unsigned t = 0; t < _overflow.size(); ++t) {
@@ -991,6 +998,9 @@ void worker::on_timer() {
         arm_accept();
     }
     drain_inbox();  // safety net: messages queued before this worker's ring fd was published
+    if (redis_on()) {
+        redis_tick();
+    }
     arm_timer();
 }
 
@@ -1057,8 +1067,13 @@ void worker::teardown(uint32_t slot, connection& c) {
         return;
     }
     conn_id id = make_id(slot, c.gen);
-    _rooms.leave_all(id);
-    _users.remove(id);
+    if (redis_on()) {
+        _rooms.leave_all(id, [this](std::string_view room) { redis_interest(false, true, room); });
+        _users.remove(id, [this](std::string_view user) { redis_interest(false, false, user); });
+    } else {
+        _rooms.leave_all(id);
+        _users.remove(id);
+    }
     delete c.sess;
     c.sess = nullptr;
 }
@@ -1161,7 +1176,9 @@ void worker::handle_request(uint32_t slot, connection& c, wire_format fmt, const
             reply_error(c, fmt, id, error_code::limit, "too many rooms");
             return;
         }
-        _rooms.join(self, req.room);
+        if (_rooms.join(self, req.room) == backplane::room_outcome::joined_first && redis_on()) {
+            redis_interest(true, true, req.room);
+        }
         reply_ack(c, fmt, id);
         return;
     case op::leave:
@@ -1169,7 +1186,9 @@ void worker::handle_request(uint32_t slot, connection& c, wire_format fmt, const
             reply_error(c, fmt, id, error_code::not_member, "not a member of the room");
             return;
         }
-        _rooms.leave(self, req.room);
+        if (_rooms.leave(self, req.room) == backplane::room_outcome::left_last && redis_on()) {
+            redis_interest(false, true, req.room);
+        }
         reply_ack(c, fmt, id);
         return;
     case op::publish:
@@ -1181,11 +1200,17 @@ void worker::handle_request(uint32_t slot, connection& c, wire_format fmt, const
             reply_error(c, fmt, id, error_code::not_member, "not a member of the room");
             return;
         }
-        deliver(protocol::push_kind::message, req.room, s.who.user, req.data, fmt == wire_format::json);
+        if (!deliver(protocol::push_kind::message, req.room, s.who.user, req.data, fmt == wire_format::json)) {
+            reply_error(c, fmt, id, error_code::unavailable, "backplane unavailable: delivered on this gateway only");
+            return;
+        }
         reply_ack(c, fmt, id);
         return;
     case op::send:
-        deliver(protocol::push_kind::direct, req.user, s.who.user, req.data, fmt == wire_format::json);
+        if (!deliver(protocol::push_kind::direct, req.user, s.who.user, req.data, fmt == wire_format::json)) {
+            reply_error(c, fmt, id, error_code::unavailable, "backplane unavailable: delivered on this gateway only");
+            return;
+        }
         reply_ack(c, fmt, id);
         return;
     case op::broadcast:
@@ -1193,7 +1218,10 @@ void worker::handle_request(uint32_t slot, connection& c, wire_format fmt, const
             reply_error(c, fmt, id, error_code::forbidden, "broadcast needs admin");
             return;
         }
-        deliver(protocol::push_kind::broadcast, {}, s.who.user, req.data, fmt == wire_format::json);
+        if (!deliver(protocol::push_kind::broadcast, {}, s.who.user, req.data, fmt == wire_format::json)) {
+            reply_error(c, fmt, id, error_code::unavailable, "backplane unavailable: delivered on this gateway only");
+            return;
+        }
         reply_ack(c, fmt, id);
         return;
     case op::presence:
@@ -1224,6 +1252,10 @@ void worker::handle_request(uint32_t slot, connection& c, wire_format fmt, const
 out_frame* worker::make_push_frame(const protocol::push_fields& p, wire_format fmt) {
     _scratch.clear();
     protocol::encode_push(_scratch, fmt, p);
+    return make_frame(fmt);
+}
+
+out_frame* worker::make_frame(wire_format fmt) {
     protocol::byte_buffer b;
     take_buffer(b);
     ws_opcode opcode = fmt == wire_format::binary ? ws_opcode::binary : ws_opcode::text;
@@ -1273,7 +1305,7 @@ void worker::deliver_to(std::span<const conn_id> targets, const protocol::push_f
     }
 }
 
-void worker::deliver(protocol::push_kind kind, std::string_view key, std::string_view from, std::string_view data,
+bool worker::deliver(protocol::push_kind kind, std::string_view key, std::string_view from, std::string_view data,
                      bool data_is_json) {
     bump(_stats.publishes);
     if (_hub.workers() > 1) {
@@ -1312,6 +1344,7 @@ void worker::deliver(protocol::push_kind kind, std::string_view key, std::string
     if (bin) {
         release_frame(bin);
     }
+    return redis_on() ? redis_publish(kind, key, p) : true;
 }
 
 void worker::enqueue_push(uint32_t slot, connection& c, out_frame* f, bool batchable) {

@@ -25,6 +25,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "backplane/redis_names.h"
+#include "backplane/redis_session.h"
 #include "backplane/room_table.h"
 #include "core/buf_ring.h"
 #include "core/config.h"
@@ -68,6 +70,14 @@ struct worker_stats {
     std::atomic<uint64_t> xmsgs_sent{0};           // cross-worker messages sent
     std::atomic<uint64_t> xmsgs_received{0};
     std::atomic<uint64_t> wakes_sent{0};           // MSG_RING wake-ups sent
+    // Redis backplane (docs/backplane.md).
+    std::atomic<uint64_t> redis_connects{0};       // connections established (both sessions)
+    std::atomic<uint64_t> redis_disconnects{0};    // lost or failed connections
+    std::atomic<uint64_t> redis_publishes{0};      // PUBLISH queued
+    std::atomic<uint64_t> redis_publish_failures{0};  // refused (queue full), errored or lost
+    std::atomic<uint64_t> redis_messages{0};       // channel messages received
+    std::atomic<uint64_t> redis_echoes{0};         // our own publications coming back: dropped
+    std::atomic<uint64_t> redis_invalid{0};        // not UTF-8: dropped
 };
 
 class worker {
@@ -88,7 +98,8 @@ public:
     int started() const { return _started.load(std::memory_order_acquire); }
 
 private:
-    enum class op : uint8_t { accept = 1, recv, send, cancel, timer, wake, ignore, inbox };
+    enum class op : uint8_t { accept = 1, recv, send, cancel, timer, wake, ignore, inbox, redis_connect, redis_recv,
+                              redis_send };
 
     static uint64_t pack(op o, uint32_t slot, uint32_t gen) {
         return (static_cast<uint64_t>(o) << 56) | (static_cast<uint64_t>(gen & 0xffffff) << 32) | slot;
@@ -129,11 +140,13 @@ private:
     void write_reply(connection& c, protocol::wire_format fmt);  // _scratch → one frame in c.out
 
     // Pushes: local delivery (one frame per format, shared) and to the other workers.
-    void deliver(protocol::push_kind kind, std::string_view key, std::string_view from,
+    // Returns false when the Redis queue is full (delivered locally, not fleet-wide).
+    bool deliver(protocol::push_kind kind, std::string_view key, std::string_view from,
                  std::string_view data, bool data_is_json);
     void deliver_to(std::span<const backplane::conn_id> targets, const protocol::push_fields& p,
                     out_frame*& json, out_frame*& bin);
     out_frame* make_push_frame(const protocol::push_fields& p, protocol::wire_format fmt);
+    out_frame* make_frame(protocol::wire_format fmt);  // _scratch holds the payload
     void enqueue_push(uint32_t slot, connection& c, out_frame* f, bool batchable);
     void slow_consumer_close(uint32_t slot, connection& c);
     void forward(xmsg* m);  // to every other worker (m->refs set here)
@@ -142,6 +155,31 @@ private:
     void process_xmsg(xmsg* m);
     void start_query(uint32_t slot, connection& c, protocol::wire_format fmt, const protocol::request& req);
     void finish_query(uint64_t id, pending_query& q);
+
+    // Redis backplane (core/worker_redis.cpp): two connections per worker on this ring.
+    struct redis_conn {
+        std::unique_ptr<backplane::redis_session> s;
+        int fd = -1;
+        uint32_t gen = 0;               // bumped per socket: stale completions are ignored
+        bool connecting = false;
+        bool recv_armed = false;
+        bool send_inflight = false;
+        protocol::byte_buffer out;      // bytes of the send in flight
+        std::unique_ptr<uint8_t[]> rbuf;
+    };
+    static constexpr unsigned redis_sub = 0, redis_cmd = 1;
+    static constexpr size_t redis_rbuf = 64 * 1024;
+    bool redis_on() const { return _redis[redis_cmd].s != nullptr; }
+    void redis_setup();
+    void redis_connect(unsigned which);
+    void redis_drop(unsigned which, const char* why);
+    void redis_handle(op o, unsigned which, uint32_t gen, int res);
+    void redis_events(unsigned which);
+    void redis_flush();
+    void redis_tick();
+    void on_redis_message(std::string_view channel, std::string_view payload);
+    bool redis_publish(protocol::push_kind kind, std::string_view key, const protocol::push_fields& p);
+    void redis_interest(bool add, bool room, std::string_view id);
 
     // Output queue plumbing.
     void seal(connection& c);                 // staged bytes → a private frame segment
@@ -206,6 +244,10 @@ private:
     std::vector<std::deque<xmsg*>> _overflow;   // per target worker: ring was full
     std::vector<uint8_t> _wake;                 // per target worker: queued this turn, wake it
     std::mt19937_64 _rng;
+    redis_conn _redis[2];
+    std::unique_ptr<backplane::redis_names> _names;
+    std::string _mid_prefix;                    // {"mid":"<server-id>: — our own publications
+    uint64_t _mid_seq = 0;
     uint32_t _turn_ms = 0;                      // now_ms() at the start of the loop turn
     uint32_t _auth_logged_ms = 0;               // rate limit for auth failure logs
     uint32_t _auth_logs = 0;

@@ -1,0 +1,191 @@
+"""Redis backplane, first step (docs/backplane.md): gateways sharing one real redis-server.
+
+A redis-server is started on a free loopback port by the fixture; two gateway processes
+(two workers each) use it with --redis. Checked: a publication on gateway A reaches the room's
+members on A exactly once (local fast path, Redis echo dropped) and on B once (via Redis, led
+by A's message id); what `redis-cli PUBLISH` sends reaches clients verbatim; `send` reaches a
+user's connections on both gateways; subscriptions follow local interest (PUBSUB NUMSUB);
+invalid UTF-8 from Redis is dropped; Redis stopped and restarted: local delivery continues,
+the gateways reconnect and re-subscribe, delivery across gateways resumes.
+"""
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import unittest
+
+from client_proto import Client, parse_worker_stats, sum_stats
+from wsgate_fixture import Gateway, free_port
+
+REDIS = shutil.which("redis-server")
+REDIS_CLI = shutil.which("redis-cli")
+
+
+class RedisServer:
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "RedisServer":
+        self.proc = subprocess.Popen([REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.cli("PING").strip() == "PONG":
+                return self
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def cli(self, *args: str) -> str:
+        p = subprocess.run([REDIS_CLI, "-p", str(self.port), *args], capture_output=True, text=True,
+                           timeout=10)
+        return p.stdout
+
+    def numsub(self, channel: str) -> int:
+        out = self.cli("PUBSUB", "NUMSUB", channel).split()
+        return int(out[1]) if len(out) == 2 else -1
+
+
+def silent(c: Client, timeout: float = 0.4) -> list:
+    return [m.obj for m in c.drain(timeout)]
+
+
+@unittest.skipUnless(REDIS and REDIS_CLI, "redis-server not installed")
+class RedisBackplaneTest(unittest.TestCase):
+    def setUp(self):
+        self.redis = RedisServer().start()
+        self.addCleanup(self.redis.stop)
+        url = f"redis://127.0.0.1:{self.redis.port}"
+        self.a = Gateway("--redis", url, "--server-id", "gwA", threads=2).start()
+        self.b = Gateway("--redis", url, "--server-id", "gwB", threads=2).start()
+        self.addCleanup(self.a.kill)
+        self.addCleanup(self.b.kill)
+        self.wait_for(lambda: self.redis.numsub("broadcast") == 4, "4 workers subscribed to broadcast")
+
+    def wait_for(self, pred, what: str, timeout: float = 15.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return
+            time.sleep(0.05)
+        self.fail(f"timed out waiting for: {what}")
+
+    def clients(self, gw: Gateway, users: list[str], room: str | None = "lobby") -> list[Client]:
+        out = []
+        for u in users:
+            c = Client.connect(gw.port, user=u)
+            self.addCleanup(c.sock.close)
+            if room:
+                self.assertEqual(c.request("join", id=1, room=room)["type"], "ack")
+            out.append(c)
+        return out
+
+    def stats(self, gw: Gateway) -> dict:
+        rc, _ = gw.signal_and_wait()
+        log = gw.log_text(limit=1 << 20)
+        self.assertEqual(rc, 0, log[-3000:])
+        return sum_stats(parse_worker_stats(log))
+
+    def test_cross_gateway_publish_exactly_once(self):
+        on_a = self.clients(self.a, [f"a{i}" for i in range(8)])
+        on_b = self.clients(self.b, [f"b{i}" for i in range(8)])
+        self.wait_for(lambda: self.redis.numsub("room:lobby") >= 2, "both gateways subscribed to room:lobby")
+        data = '{"n": [1, 2.50, "\\u00e9"] }'
+        for seq in range(20):
+            self.assertEqual(on_a[seq % 8].send_json(
+                f'{{"op":"publish","room":"lobby","id":{seq},"data":{{"seq":{seq},"v":{data}}}}}'), True)
+        for c in on_a + on_b:
+            got = []
+            while len(got) < 20:
+                m = c.next_push_item(10)
+                got.append(m)
+            seqs = [json.loads(m.raw_data)["seq"] for m in got]
+            self.assertEqual(sorted(seqs), list(range(20)), f"{c.user}: exactly once")
+            for m in got:
+                self.assertIn(f'"v":{data}', m.raw_data, "data forwarded byte for byte")
+                if c in on_b:
+                    self.assertTrue(m.payload.startswith(b'{"mid":"gwA:'), m.payload[:40])
+        for c in on_a + on_b:
+            self.assertEqual([o for o in silent(c) if o.get("type") == "message"], [], f"{c.user}: a duplicate")
+        sa, sb = self.stats(self.a), self.stats(self.b)
+        self.assertEqual(sa["redis_publishes"], 20)
+        self.assertEqual(sa["redis_echoes"], 20 * 2, "each of A's two workers dropped each echo")
+        self.assertEqual(sb["redis_echoes"], 0)
+
+    def test_backend_publish_verbatim_and_user_channel(self):
+        (alice_a,) = self.clients(self.a, ["alice"])
+        (alice_b, bob) = self.clients(self.b, ["alice", "bob"])
+        self.wait_for(lambda: self.redis.numsub("room:lobby") >= 2 and self.redis.numsub("user:alice") >= 2,
+                      "subscriptions for room:lobby and user:alice on both gateways")
+        raw = '{"type":"message","room":"lobby","from":"backend","data":{"k":[true,null]}}'
+        self.assertGreaterEqual(int(self.redis.cli("PUBLISH", "room:lobby", raw)), 2)
+        for c in (alice_a, alice_b, bob):
+            self.assertEqual(c.next_push_item(10).payload.decode(), raw, "verbatim, one frame")
+        # send from B to alice reaches her tab on A (via Redis) and on B (fast path), once each
+        self.assertEqual(bob.request("send", id=5, user="alice", data="hi")["type"], "ack")
+        for c in (alice_a, alice_b):
+            m = c.next_push(10)
+            self.assertEqual((m["type"], m["from"], m["data"]), ("direct", "bob", "hi"))
+            self.assertEqual([o for o in silent(c) if o.get("type") == "direct"], [])
+        self.assertEqual(silent(bob), [])
+        # not UTF-8: dropped and counted, nobody gets a frame, the gateway carries on
+        subprocess.run([REDIS_CLI, "-p", str(self.redis.port), "-x", "PUBLISH", "room:lobby"],
+                       input=b"\xff\xfe", capture_output=True, timeout=10)
+        for c in (alice_a, alice_b, bob):
+            self.assertEqual([o for o in silent(c)], [], "invalid UTF-8 must not reach clients")
+            self.assertEqual(c.request("ping", id=9)["type"], "pong")
+        self.assertGreaterEqual(self.stats(self.b)["redis_invalid"], 1)
+
+    def test_subscriptions_follow_local_interest(self):
+        cs = self.clients(self.a, ["u1", "u2", "u3"], room="r1")
+        self.wait_for(lambda: self.redis.numsub("room:r1") >= 1, "room:r1 subscribed")
+        for c in cs:
+            self.assertEqual(c.request("leave", id=2, room="r1")["type"], "ack")
+        self.wait_for(lambda: self.redis.numsub("room:r1") == 0, "room:r1 unsubscribed after the last leave")
+        self.wait_for(lambda: self.redis.numsub("user:u1") >= 1, "user:u1 subscribed")
+        cs[0].close()
+        self.wait_for(lambda: self.redis.numsub("user:u1") == 0, "user:u1 unsubscribed after its last connection")
+
+    def test_redis_restart(self):
+        (pa, qa) = self.clients(self.a, ["pa", "qa"])
+        (qb,) = self.clients(self.b, ["qb"])
+        self.wait_for(lambda: self.redis.numsub("room:lobby") >= 2, "room:lobby on both gateways")
+        port = self.redis.port
+        self.redis.stop()
+        # Redis down: local delivery continues (the publication is queued for Redis)
+        self.assertEqual(pa.request("publish", id=1, room="lobby", data=1)["type"], "ack")
+        self.assertEqual(qa.next_push(10)["data"], 1)
+        self.redis = RedisServer(port).start()
+        self.addCleanup(self.redis.stop)
+        # reconnect with backoff, re-subscribe (every channel of local interest), resume
+        self.wait_for(lambda: self.redis.numsub("room:lobby") >= 2 and self.redis.numsub("broadcast") == 4,
+                      "re-subscribed after the restart", timeout=30)
+        seen = False
+        for i in range(2, 50):
+            self.assertEqual(pa.request("publish", id=i, room="lobby", data=i)["type"], "ack")
+            try:
+                while True:
+                    m = qb.next_push(0.5)
+                    if m["data"] == i:
+                        seen = True
+                        break
+            except (socket.timeout, TimeoutError):
+                continue
+            if seen:
+                break
+        self.assertTrue(seen, "delivery across gateways did not resume after the Redis restart")
+        s = self.stats(self.a)
+        self.assertGreaterEqual(s["redis_disconnects"], 4, "both sessions of both workers saw the outage")
+        self.assertGreaterEqual(s["redis_connects"], 8, "and reconnected")
+
+
+if __name__ == "__main__":
+    unittest.main()
