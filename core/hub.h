@@ -45,6 +45,7 @@ struct xmsg {
     std::string key;            // room or user
     std::string from;           // sender's user id (pushes)
     std::string data;           // raw data bytes (pushes)
+    std::string mid;            // message id (Redis backplane), empty without it
     std::vector<std::string> list;  // online_query: users asked; query_reply: the answer
 };
 

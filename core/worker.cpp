@@ -1308,6 +1308,16 @@ void worker::deliver_to(std::span<const conn_id> targets, const protocol::push_f
 bool worker::deliver(protocol::push_kind kind, std::string_view key, std::string_view from, std::string_view data,
                      bool data_is_json) {
     bump(_stats.publishes);
+    std::string mid;
+    if (redis_on()) {
+        // The same id on every copy: this gateway's local pushes, the other
+        // workers' and what Redis carries to other gateways (docs/backplane.md).
+        mid = _cfg.server_id;
+        mid += ':';
+        mid += std::to_string(_index);
+        mid += ':';
+        mid += std::to_string(++_mid_seq);
+    }
     if (_hub.workers() > 1) {
         auto* m = new xmsg;
         m->kind = kind == protocol::push_kind::message ? xkind::publish
@@ -1317,9 +1327,11 @@ bool worker::deliver(protocol::push_kind kind, std::string_view key, std::string
         m->key = key;
         m->from = from;
         m->data = data;
+        m->mid = mid;
         forward(m);
     }
     protocol::push_fields p;
+    p.mid = mid;
     p.kind = kind;
     p.room = kind == protocol::push_kind::message ? key : std::string_view();
     p.from = from;
@@ -1446,6 +1458,7 @@ void worker::process_xmsg(xmsg* m) {
     p.from = m->from;
     p.data = m->data;
     p.data_is_json = m->data_is_json;
+    p.mid = m->mid;
     out_frame* json = nullptr;
     out_frame* bin = nullptr;
     switch (m->kind) {

@@ -206,16 +206,11 @@ void worker::redis_interest(bool add, bool room, std::string_view id) {
 }
 
 bool worker::redis_publish(protocol::push_kind kind, std::string_view key, const protocol::push_fields& p) {
-    // The JSON push other gateways forward verbatim, led by our message id so
-    // that this gateway's workers recognise (and drop) it when Redis echoes it.
+    // The JSON push other gateways forward verbatim; it starts with our message
+    // id (p.mid), so this gateway's workers recognise and drop Redis' echo.
     _scratch.clear();
     protocol::encode_push(_scratch, protocol::wire_format::json, p);
-    std::string payload = _mid_prefix;
-    payload += std::to_string(_index);
-    payload += ':';
-    payload += std::to_string(++_mid_seq);
-    payload += "\",";
-    payload.append(reinterpret_cast<const char*>(_scratch.data()) + 1, _scratch.size() - 1);
+    std::string_view payload(reinterpret_cast<const char*>(_scratch.data()), _scratch.size());
     std::string channel = kind == protocol::push_kind::message  ? _names->room_channel(key)
                           : kind == protocol::push_kind::direct ? _names->user_channel(key)
                                                                 : _names->broadcast_channel();

@@ -63,6 +63,8 @@ public:
         return _data + _end;
     }
     void commit(size_t n) { _end += n; }
+    // Drop the last n bytes (n <= size()).
+    void unappend(size_t n) { _end -= static_cast<uint32_t>(n); }
 
     // Drop n bytes from the front (after they were sent or parsed).
     void consume(size_t n) {

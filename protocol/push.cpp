@@ -3,6 +3,8 @@
 
 #include <openssl/evp.h>
 
+#include <cstring>
+
 #include "protocol/binary_codec.h"
 #include "protocol/json_codec.h"
 
@@ -23,21 +25,43 @@ void append_base64_string(byte_buffer& out, std::string_view bytes) {
 
 }  // namespace
 
+namespace {
+void encode_json_push(byte_buffer& out, const push_fields& p);
+}  // namespace
+
 void encode_push(byte_buffer& out, wire_format f, const push_fields& p) {
-    if (f == wire_format::binary) {
-        switch (p.kind) {
-        case push_kind::message:
-            binary::encode_message_push(out, p.room, p.from, p.data);
-            return;
-        case push_kind::direct:
-            binary::encode_direct_push(out, p.from, p.data);
-            return;
-        case push_kind::broadcast:
-            binary::encode_broadcast_push(out, p.data);
+    if (f == wire_format::json) {
+        if (p.mid.empty()) {
+            encode_json_push(out, p);
             return;
         }
+        // {"mid":"…", then the push object without its '{'.
+        out.append(std::string_view("{\"mid\":"));
+        append_json_string(out, p.mid);
+        out.append(std::string_view(","));
+        size_t at = out.size();
+        encode_json_push(out, p);
+        uint8_t* b = out.data();
+        std::memmove(b + at, b + at + 1, out.size() - at - 1);  // drop the object's '{'
+        out.unappend(1);
         return;
     }
+    switch (p.kind) {
+    case push_kind::message:
+        binary::encode_message_push(out, p.room, p.from, p.data);
+        return;
+    case push_kind::direct:
+        binary::encode_direct_push(out, p.from, p.data);
+        return;
+    case push_kind::broadcast:
+        binary::encode_broadcast_push(out, p.data);
+        return;
+    }
+}
+
+namespace {
+
+void encode_json_push(byte_buffer& out, const push_fields& p) {
     if (p.data_is_json) {
         switch (p.kind) {
         case push_kind::message:
@@ -71,5 +95,7 @@ void encode_push(byte_buffer& out, wire_format f, const push_fields& p) {
     append_base64_string(out, p.data);
     out.append(std::string_view("}"));
 }
+
+}  // namespace
 
 }  // namespace wsgate::protocol

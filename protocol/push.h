@@ -30,6 +30,10 @@ struct push_fields {
     std::string_view from;   // message, direct
     std::string_view data;
     bool data_is_json = true;
+    // Message id (Redis backplane): when set, JSON pushes start with
+    // {"mid":"<mid>", so every gateway delivers the same bytes and a client can
+    // drop a duplicate. Binary pushes carry none (no field for it yet).
+    std::string_view mid;
 };
 
 // Append one push payload (not a WebSocket frame) to `out`.

@@ -102,6 +102,7 @@ class RedisBackplaneTest(unittest.TestCase):
         for seq in range(20):
             self.assertEqual(on_a[seq % 8].send_json(
                 f'{{"op":"publish","room":"lobby","id":{seq},"data":{{"seq":{seq},"v":{data}}}}}'), True)
+        frames: dict[int, set] = {}
         for c in on_a + on_b:
             got = []
             while len(got) < 20:
@@ -111,8 +112,12 @@ class RedisBackplaneTest(unittest.TestCase):
             self.assertEqual(sorted(seqs), list(range(20)), f"{c.user}: exactly once")
             for m in got:
                 self.assertIn(f'"v":{data}', m.raw_data, "data forwarded byte for byte")
-                if c in on_b:
-                    self.assertTrue(m.payload.startswith(b'{"mid":"gwA:'), m.payload[:40])
+                self.assertTrue(m.payload.startswith(b'{"mid":"gwA:'), m.payload[:40])
+                frames.setdefault(json.loads(m.raw_data)["seq"], set()).add(m.payload)
+        # every member, local or remote, got the very same bytes (one message id per publication)
+        for seq, variants in frames.items():
+            self.assertEqual(len(variants), 1, f"publication {seq} arrived in {len(variants)} forms")
+        self.assertEqual(len({json.loads(next(iter(v)))["mid"] for v in frames.values()}), 20)
         for c in on_a + on_b:
             self.assertEqual([o for o in silent(c) if o.get("type") == "message"], [], f"{c.user}: a duplicate")
         sa, sb = self.stats(self.a), self.stats(self.b)

@@ -48,6 +48,32 @@ TEST(Push, BinaryDataToJsonIsBase64) {
     EXPECT_EQ(encode(wire_format::json, p), R"({"type":"broadcast","binary":true,"data":"YWI="})");
 }
 
+TEST(Push, MessageIdLeadsJsonPushes) {
+    push_fields p;
+    p.kind = push_kind::message;
+    p.room = "r";
+    p.from = "u";
+    p.data = "[1]";
+    p.mid = "gw\"1:0:7";
+    EXPECT_EQ(encode(wire_format::json, p), R"({"mid":"gw\"1:0:7","type":"message","room":"r","from":"u","data":[1]})");
+    p.kind = push_kind::broadcast;
+    p.data = "ab";
+    p.data_is_json = false;
+    EXPECT_EQ(encode(wire_format::json, p), R"({"mid":"gw\"1:0:7","type":"broadcast","binary":true,"data":"YWI="})");
+    // Appended after existing bytes: only this push's '{' is dropped.
+    byte_buffer out;
+    out.append(std::string_view("xyz"));
+    p.kind = push_kind::direct;
+    p.data = "1";
+    p.data_is_json = true;
+    encode_push(out, wire_format::json, p);
+    EXPECT_EQ(out.view(), R"(xyz{"mid":"gw\"1:0:7","type":"direct","from":"u","data":1})");
+    // Binary pushes carry no id.
+    push_fields q = p;
+    q.mid = {};
+    EXPECT_EQ(encode(wire_format::binary, p), encode(wire_format::binary, q));
+}
+
 TEST(Push, BinaryReceiverGetsBytes) {
     push_fields p;
     p.kind = push_kind::direct;
