@@ -18,15 +18,14 @@
 
 #include "core/session.h"
 #include "core/worker.h"
+#include "core/worker_internal.h"
 #include "protocol/utf8.h"
 
 namespace wsgate::core {
 
 namespace {
 
-inline void bump(std::atomic<uint64_t>& counter) {
-    counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-}
+using detail::bump;
 
 }  // namespace
 
