@@ -859,6 +859,15 @@ void worker::take_buffer(protocol::byte_buffer& b) {
     }
 }
 
+void worker::close_ws(uint32_t slot, connection& c, uint16_t code, std::string_view reason) {
+    take_buffer(c.out);
+    c.ws.close(_frames, c.out, code, reason);
+    c.close_after_flush = true;
+    schedule_teardown(slot, c);
+    arm_close_deadline(slot, c);
+    mark_dirty(slot, c);
+}
+
 void worker::begin_close(uint32_t slot, connection& c) {
     // Everything is flushed. Half-close and keep reading until the peer's FIN
     // (or the linger timeout): closing with unread input would make the kernel
@@ -1010,12 +1019,7 @@ void worker::on_wake() {
             continue;
         }
         if (c.phase == conn_phase::websocket && !c.close_after_flush) {
-            take_buffer(c.out);
-            c.ws.close(_frames, c.out, protocol::close_code::going_away, "server shutting down");
-            c.close_after_flush = true;
-            schedule_teardown(slot, c);
-            arm_close_deadline(slot, c);
-            mark_dirty(slot, c);
+            close_ws(slot, c, protocol::close_code::going_away, "server shutting down");
         } else if (c.phase == conn_phase::handshake && !c.close_after_flush) {
             abort_conn(slot, c);
             maybe_free(slot, c);

@@ -197,6 +197,9 @@ private:
     void arm_close_deadline(uint32_t slot, connection& c);
     void flush();
     void start_send(uint32_t slot, connection& c);
+    // Send a close frame (after what is queued) and close once it is flushed;
+    // gone within the linger time even if the peer never reads.
+    void close_ws(uint32_t slot, connection& c, uint16_t code, std::string_view reason);
     void begin_close(uint32_t slot, connection& c);   // after output is flushed: linger
     void abort_conn(uint32_t slot, connection& c);    // close now, drop unsent output
     void maybe_free(uint32_t slot, connection& c);

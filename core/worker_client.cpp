@@ -123,9 +123,7 @@ bool worker::rate_allows(uint32_t slot, connection& c, wire_format fmt, std::str
     s.penalty += 1000;
     if (s.penalty > cap) {
         bump(_stats.rate_limit_closes);
-        c.ws.close(_frames, c.out, protocol::close_code::policy_violation, "rate limit exceeded");
-        c.close_after_flush = true;
-        schedule_teardown(slot, c);
+        close_ws(slot, c, protocol::close_code::policy_violation, "rate limit exceeded");
         return false;
     }
     reply_error(c, fmt, id, error_code::limit, "rate limit exceeded");
@@ -396,12 +394,7 @@ void worker::slow_consumer_close(uint32_t slot, connection& c) {
     bump(_stats.slow_consumer_closes);
     release_segments(c, c.pinned_segs);
     c.out.clear();
-    take_buffer(c.out);
-    c.ws.close(_frames, c.out, protocol::close_code::try_again_later, "slow consumer");
-    c.close_after_flush = true;
-    schedule_teardown(slot, c);
-    arm_close_deadline(slot, c);
-    mark_dirty(slot, c);
+    close_ws(slot, c, protocol::close_code::try_again_later, "slow consumer");
 }
 
 // --- cross-worker ------------------------------------------------------------
