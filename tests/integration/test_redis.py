@@ -6,17 +6,19 @@ members on A exactly once (local fast path, Redis echo dropped) and on B once (v
 by A's message id); what `redis-cli PUBLISH` sends reaches clients verbatim; `send` reaches a
 user's connections on both gateways; subscriptions follow local interest (PUBSUB NUMSUB);
 invalid UTF-8 from Redis is dropped; Redis stopped and restarted: local delivery continues,
-the gateways reconnect and re-subscribe, delivery across gateways resumes.
+the gateways reconnect and re-subscribe, delivery across gateways resumes; Redis that stops
+reading (SIGSTOP): publishes queue up to the bound, then get `unavailable`, local delivery goes on.
 """
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import time
 import unittest
 
-from client_proto import Client, parse_worker_stats, sum_stats
+from client_proto import Client, RawJSON, parse_worker_stats, sum_stats
 from wsgate_fixture import Gateway, free_port
 
 REDIS = shutil.which("redis-server")
@@ -190,6 +192,50 @@ class RedisBackplaneTest(unittest.TestCase):
         s = self.stats(self.a)
         self.assertGreaterEqual(s["redis_disconnects"], 4, "both sessions of both workers saw the outage")
         self.assertGreaterEqual(s["redis_connects"], 8, "and reconnected")
+
+    def test_stalled_redis_bounds_the_queue_then_unavailable(self):
+        # Redis stops reading (SIGSTOP): the command connection's output backs up, publishes
+        # queue up to the session's bound, then get `unavailable`; local delivery never stops;
+        # after SIGCONT the gateway carries on.
+        (pub, local) = self.clients(self.a, ["p", "l"])
+        (remote,) = self.clients(self.b, ["r"])
+        self.wait_for(lambda: self.redis.numsub("room:lobby") >= 2, "room:lobby on both gateways")
+        data = '"' + "x" * (512 * 1024) + '"'
+        self.redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            outcome = None
+            for i in range(400):
+                r = pub.request("publish", id=i, room="lobby", data=RawJSON(data), timeout=20)
+                got = local.next_push(20)                        # local delivery, every time
+                self.assertEqual(len(got["data"]), 512 * 1024)
+                pub.drain(0)                                     # its own push
+                if r["type"] == "error":
+                    outcome = (i, r["code"])
+                    break
+                self.assertEqual(r["type"], "ack", r)
+            self.assertIsNotNone(outcome, "400 publications of 512 KiB never hit the queue bound")
+            print(f"  [stalled redis] publication {outcome[0]} (512 KiB each) answered {outcome[1]}", flush=True)
+            self.assertEqual(outcome[1], "unavailable")
+            self.assertGreater(outcome[0], 4, "the bound should absorb a few MiB first")
+        finally:
+            self.redis.proc.send_signal(signal.SIGCONT)
+        # Redis is back: a small publication crosses gateways again (the queue drains first)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            r = pub.request("publish", id=1000, room="lobby", data="back")
+            self.assertIn(r["type"], ("ack", "error"))
+            try:
+                while True:
+                    m = remote.next_push(1)
+                    if m["data"] == "back":
+                        break
+                break
+            except (socket.timeout, TimeoutError):
+                continue
+        else:
+            self.fail("no delivery across gateways after Redis resumed")
+        s = self.stats(self.a)
+        self.assertGreaterEqual(s["redis_publish_failures"], 1)
 
 
 if __name__ == "__main__":
