@@ -100,11 +100,11 @@ void worker::redis_handle(op o, unsigned which, uint32_t gen, int res) {
     }
     switch (o) {
     case op::redis_connect:
-        r.connecting = false;
         if (res < 0) {
-            redis_drop(which, std::strerror(-res));
+            redis_drop(which, std::strerror(-res));  // counted as a failed dial
             return;
         }
+        r.connecting = false;
         bump(_stats.redis_connects);
         r.s->on_connected(now_ms());
         break;

@@ -238,5 +238,43 @@ class RedisBackplaneTest(unittest.TestCase):
         self.assertGreaterEqual(s["redis_publish_failures"], 1)
 
 
+
+@unittest.skipUnless(REDIS and REDIS_CLI, "redis-server not installed")
+class RedisUnreachableTest(unittest.TestCase):
+    def test_starts_and_serves_locally_then_joins_when_redis_appears(self):
+        port = free_port()  # nothing listens here yet
+        url = f"redis://127.0.0.1:{port}"
+        a = Gateway("--redis", url, "--server-id", "gwA", threads=2).start()
+        self.addCleanup(a.kill)
+        (p, q) = [Client.connect(a.port, user=u) for u in ("p", "q")]
+        for c in (p, q):
+            self.addCleanup(c.sock.close)
+            self.assertEqual(c.request("join", id=1, room="lobby")["type"], "ack")
+        # a single node meanwhile: local delivery, publishes queued for Redis (acked)
+        self.assertEqual(p.request("publish", id=2, room="lobby", data="early")["type"], "ack")
+        self.assertEqual(q.next_push(10)["data"], "early")
+        time.sleep(1.0)  # several failed dials, backing off
+        redis = RedisServer(port).start()
+        self.addCleanup(redis.stop)
+        b = Gateway("--redis", url, "--server-id", "gwB", threads=2).start()
+        self.addCleanup(b.kill)
+        (r,) = [Client.connect(b.port, user="r")]
+        self.addCleanup(r.sock.close)
+        self.assertEqual(r.request("join", id=1, room="lobby")["type"], "ack")
+        deadline = time.monotonic() + 30
+        while redis.numsub("room:lobby") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertGreaterEqual(redis.numsub("room:lobby"), 2, "gateway A never reached Redis")
+        self.assertEqual(p.request("publish", id=3, room="lobby", data="late")["type"], "ack")
+        got = r.next_push(10)
+        while got["data"] != "late":  # the queued "early" may or may not have reached B first
+            got = r.next_push(10)
+        rc, _ = a.signal_and_wait()
+        self.assertEqual(rc, 0)
+        s = sum_stats(parse_worker_stats(a.log_text(limit=1 << 20)))
+        self.assertGreaterEqual(s["redis_disconnects"], 4, "failed dials are counted")
+        self.assertGreaterEqual(s["redis_connects"], 4, "every session connected in the end")
+
+
 if __name__ == "__main__":
     unittest.main()
