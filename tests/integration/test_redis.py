@@ -269,6 +269,16 @@ class RedisUnreachableTest(unittest.TestCase):
         got = r.next_push(10)
         while got["data"] != "late":  # the queued "early" may or may not have reached B first
             got = r.next_push(10)
+
+        def clients() -> int:  # connected_clients counts the asking redis-cli too
+            for line in redis.cli("INFO", "clients").splitlines():
+                if line.startswith("connected_clients:"):
+                    return int(line.split(":")[1]) - 1
+            return -1
+        deadline = time.monotonic() + 30  # each session dials on its own backoff schedule
+        while clients() < 8 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(clients(), 8, "2 gateways x 2 workers x 2 sessions")
         rc, _ = a.signal_and_wait()
         self.assertEqual(rc, 0)
         s = sum_stats(parse_worker_stats(a.log_text(limit=1 << 20)))
