@@ -85,56 +85,17 @@ if [[ $(nproc) -lt 2 ]]; then
   echo "run_echo.sh: warning: fewer than 2 CPUs; server and load generator will share one" >&2
 fi
 
-declare -A PID
-stop_servers() {
-  local name pid
-  for name in "${!PID[@]}"; do
-    pid=${PID[$name]}
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for name in "${!PID[@]}"; do
-    pid=${PID[$name]}
-    for _ in $(seq 1 30); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    unset "PID[$name]"
-  done
-}
-trap stop_servers EXIT
-trap 'exit 130' INT TERM
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # start_server NAME PORT: starts it pinned, waits until the port accepts.
 start_server() {
-  local name=$1 port=$2 log="$OUT_DIR/$1.log" pid
-  if port_open "$port"; then
-    die "port $port is already in use (set BASE_PORT)"
-  fi
+  local name=$1 port=$2
   case "$name" in
-    wsgate) taskset -c "$SERVER_CPU" "$WSGATE_BIN" --listen "127.0.0.1:$port" --threads 1 --echo >"$log" 2>&1 & ;;
-    raw) taskset -c "$SERVER_CPU" "$RAW_BIN" --listen "127.0.0.1:$port" >"$log" 2>&1 & ;;
-    node) taskset -c "$SERVER_CPU" "$NODE_BIN" "$ROOT/bench/node/echo-server.mjs" "$port" >"$log" 2>&1 & ;;
+    wsgate) launch_server "$name" "$port" taskset -c "$SERVER_CPU" "$WSGATE_BIN" --listen "127.0.0.1:$port" --threads 1 --echo ;;
+    raw) launch_server "$name" "$port" taskset -c "$SERVER_CPU" "$RAW_BIN" --listen "127.0.0.1:$port" ;;
+    node) launch_server "$name" "$port" taskset -c "$SERVER_CPU" "$NODE_BIN" "$ROOT/bench/node/echo-server.mjs" "$port" ;;
   esac
-  pid=$!
-  PID[$name]=$pid
-  for _ in $(seq 1 100); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "run_echo.sh: $name exited during startup; log ($log):" >&2
-      tail -n 20 "$log" >&2
-      exit 2
-    fi
-    if port_open "$port"; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "run_echo.sh: $name did not listen on 127.0.0.1:$port within 10 s; log ($log):" >&2
-  tail -n 20 "$log" >&2
-  exit 2
 }
 
 json_field() { # json_field KEY < json  -> value or empty

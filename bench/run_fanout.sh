@@ -144,58 +144,20 @@ for layout in $LAYOUTS; do
   [[ "$layout" =~ ^[0-9]+x[0-9]+$ ]] || die "bad layout '$layout' (expected ROOMSxSUBSCRIBERS, e.g. 100x100)"
 done
 
-declare -A PID
-stop_servers() {
-  local name pid
-  for name in "${!PID[@]}"; do
-    kill -TERM "${PID[$name]}" 2>/dev/null || true
-  done
-  for name in "${!PID[@]}"; do
-    pid=${PID[$name]}
-    for _ in $(seq 1 30); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    unset "PID[$name]"
-  done
-}
-trap stop_servers EXIT
-trap 'exit 130' INT TERM
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # start_server NAME PORT: starts it pinned, waits until the port accepts.
 start_server() {
-  local name=$1 port=$2 log="$OUT_DIR/$1.log" pid
-  if port_open "$port"; then
-    die "port $port is already in use (set BASE_PORT)"
-  fi
+  local name=$1 port=$2 extra
   case "$name" in
     wsgate) echo "   taskset -c $SERVER_CPUS $WSGATE_BIN --listen 127.0.0.1:$port --threads $WSGATE_THREADS $WSGATE_ARGS" >&2
             read -r -a extra <<< "$WSGATE_ARGS"
-            taskset -c "$SERVER_CPUS" "$WSGATE_BIN" --listen "127.0.0.1:$port" --threads "$WSGATE_THREADS" \
-              "${extra[@]}" >"$log" 2>&1 & ;;
+            launch_server "$name" "$port" taskset -c "$SERVER_CPUS" "$WSGATE_BIN" --listen "127.0.0.1:$port" \
+              --threads "$WSGATE_THREADS" "${extra[@]}" ;;
     node) echo "   taskset -c $SERVER_CPUS $NODE_BIN bench/peers/node-rooms.mjs $port" >&2
-          taskset -c "$SERVER_CPUS" "$NODE_BIN" "$ROOT/bench/peers/node-rooms.mjs" "$port" >"$log" 2>&1 & ;;
+          launch_server "$name" "$port" taskset -c "$SERVER_CPUS" "$NODE_BIN" "$ROOT/bench/peers/node-rooms.mjs" "$port" ;;
   esac
-  pid=$!
-  PID[$name]=$pid
-  for _ in $(seq 1 100); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "run_fanout.sh: $name exited during startup; log ($log):" >&2
-      tail -n 20 "$log" >&2
-      exit 2
-    fi
-    if port_open "$port"; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "run_fanout.sh: $name did not listen on 127.0.0.1:$port within 10 s; log ($log):" >&2
-  tail -n 20 "$log" >&2
-  exit 2
 }
 
 json_field() { # json_field KEY < json  -> value or empty

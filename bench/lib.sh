@@ -1,0 +1,56 @@
+# bench/lib.sh — server lifecycle shared by run_echo.sh and run_fanout.sh (sourced).
+#
+# The sourcing script defines die() and OUT_DIR. Servers it starts are tracked in
+# the associative array PID (name -> pid) and stopped on exit.
+
+declare -A PID
+
+# stop_servers: SIGTERM every server, give each 3 s, then SIGKILL.
+stop_servers() {
+  local name pid
+  for name in "${!PID[@]}"; do
+    kill -TERM "${PID[$name]}" 2>/dev/null || true
+  done
+  for name in "${!PID[@]}"; do
+    pid=${PID[$name]}
+    for _ in $(seq 1 30); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    unset "PID[$name]"
+  done
+}
+trap stop_servers EXIT
+trap 'exit 130' INT TERM
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# launch_server NAME PORT COMMAND...: runs COMMAND in the background (output to
+# $OUT_DIR/NAME.log), records it in PID, and waits until 127.0.0.1:PORT accepts.
+# Exits 2 with the log's tail if the server dies or does not listen within 10 s.
+launch_server() {
+  local name=$1 port=$2 log="$OUT_DIR/$1.log" pid
+  shift 2
+  if port_open "$port"; then
+    die "port $port is already in use (set BASE_PORT)"
+  fi
+  "$@" >"$log" 2>&1 &
+  pid=$!
+  PID[$name]=$pid
+  for _ in $(seq 1 100); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$(basename "$0"): $name exited during startup; log ($log):" >&2
+      tail -n 20 "$log" >&2
+      exit 2
+    fi
+    if port_open "$port"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "$(basename "$0"): $name did not listen on 127.0.0.1:$port within 10 s; log ($log):" >&2
+  tail -n 20 "$log" >&2
+  exit 2
+}
