@@ -40,10 +40,8 @@ constexpr size_t batch_max_bytes = 64 * 1024;     // one batch frame: at most th
 constexpr uint32_t batch_max_pushes = 256;        // ... and this many pushes
 constexpr uint32_t auth_logs_per_second = 10;     // per worker; the rest are only counted
 
-using protocol::error_code;
 using protocol::wire_format;
 using protocol::ws_opcode;
-using backplane::conn_id;
 
 using detail::bump;
 using detail::make_id;
