@@ -378,6 +378,10 @@ std::string redis_names::room_members_key(std::string_view room) const { return 
 
 std::string redis_names::connection_key(std::string_view user) const { return make("connection:", user, {}); }
 
+std::string redis_names::connection_owners_key(std::string_view user) const {
+    return make("connection:", user, ":owners");
+}
+
 std::string redis_names::server_connections_key(std::string_view server) const {
     return make("server:", server, ":connections");
 }

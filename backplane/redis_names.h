@@ -131,6 +131,7 @@ public:
     // Presence keys.
     std::string room_members_key(std::string_view room) const;         // set of user ids
     std::string connection_key(std::string_view user) const;           // TTL'd JSON record
+    std::string connection_owners_key(std::string_view user) const;    // zset of owners holding user
     std::string server_connections_key(std::string_view server) const;  // set of user ids
     // Heartbeat of a gateway (a key with a TTL, refreshed while it runs): when it
     // expires the server was killed, and peers may heal its presence entries.

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 
+#include "backplane/presence.h"
 #include "backplane/redis_names.h"
 
 #ifndef WSGATE_VERSION
@@ -92,7 +93,13 @@ int parse_command_line(int argc, char** argv, config& cfg) {
 
     app.add_option("--redis", cfg.redis_url,
                    "Redis backplane: redis://[[user]:password@]host[:port][/db] (without it: a single node)");
-    app.add_option("--server-id", cfg.server_id, "this gateway's id in Redis (default: hostname-pid)");
+    app.add_option("--server-id", cfg.server_id,
+                   "this gateway's id in Redis: 1-64 of [A-Za-z0-9._-], unique in the fleet (default: hostname-pid)");
+    app.add_option("--presence-ttl-s", cfg.presence_ttl_s,
+                   "Redis presence entries of a gateway that stopped refreshing them (killed) vanish after this; "
+                   "refreshed every third of it")
+        ->capture_default_str()
+        ->check(CLI::Range(3u, 86400u));
 
     app.add_option("--recv-buffers", cfg.recv_buffers,
                    "provided receive buffers per worker (power of two; fewer means more ENOBUFS re-arms)")
@@ -119,7 +126,15 @@ int parse_command_line(int argc, char** argv, config& cfg) {
     if (cfg.server_id.empty()) {
         char host[256] = {};
         gethostname(host, sizeof(host) - 1);
-        cfg.server_id = std::string(host) + "-" + std::to_string(getpid());
+        std::string id;
+        for (char ch : std::string_view(host).substr(0, backplane::max_server_id_bytes - 8)) {
+            id += backplane::valid_server_id(std::string_view(&ch, 1)) ? ch : '-';
+        }
+        cfg.server_id = id + "-" + std::to_string(getpid());
+    }
+    if (!backplane::valid_server_id(cfg.server_id)) {
+        std::fprintf(stderr, "--server-id: '%s' must be 1-64 bytes of A-Z a-z 0-9 . _ -\n", cfg.server_id.c_str());
+        return 2;
     }
     if (!cfg.redis_url.empty()) {
         backplane::redis_endpoint ep;

@@ -47,6 +47,7 @@ struct config {
     // Redis backplane (SPEC section 4; docs/backplane.md). Empty URL: single node.
     std::string redis_url;                // --redis redis://[[user]:password@]host[:port][/db]
     std::string server_id;                // --server-id; default hostname-pid
+    unsigned presence_ttl_s = 60;         // --presence-ttl-s: presence entries expire unless refreshed
     std::string redis_user;               // parsed from the URL
     std::string redis_password;
     unsigned redis_db = 0;

@@ -162,6 +162,12 @@ int main(int argc, char** argv) {
             {"redis_messages", &st.redis_messages},
             {"redis_echoes", &st.redis_echoes},
             {"redis_invalid", &st.redis_invalid},
+            {"redis_commands", &st.redis_commands},
+            {"redis_presence_writes", &st.redis_presence_writes},
+            {"redis_presence_refreshes", &st.redis_presence_refreshes},
+            {"redis_errors", &st.redis_errors},
+            {"redis_queries", &st.redis_queries},
+            {"redis_queries_local", &st.redis_queries_local},
         };
         std::string line = "wsgate: worker " + std::to_string(i) + ":";
         for (const auto& [name, value] : counters) {

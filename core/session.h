@@ -16,7 +16,8 @@ struct client_session {
     bool batch = false;                      // opted in to several pushes per frame
     uint64_t tokens = 0;                     // rate limit bucket, in 1/1000 messages
     uint64_t penalty = 0;                    // refused messages not yet forgiven, same unit
-    uint32_t refill_ms = 0;
+    uint32_t refill_ms = 0;                  // last inbound message (monotonic ms): lastActivity
+    int64_t connected_at = 0;                // wall-clock ms (connection:{user} connectedAt)
 };
 
 }  // namespace wsgate::core

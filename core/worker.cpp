@@ -496,6 +496,7 @@ void worker::on_handshake_bytes(uint32_t slot, connection& c, const uint8_t* dat
     if (c.sess && _users.add(make_id(slot, c.gen), c.sess->who.user) == backplane::user_outcome::first_connection &&
         redis_on()) {
         redis_interest(true, false, c.sess->who.user);
+        presence_register(c.sess->who.user);
     }
     if (r.consumed < input.size()) {
         // The client pipelined frames behind its request: they belong to the WebSocket.
@@ -543,6 +544,7 @@ bool worker::start_session(uint32_t slot, connection& c, const protocol::http_re
     s->batch = protocol::query_param(req.query, "batch", batch) && (batch == "1" || batch == "true");
     s->tokens = uint64_t{_cfg.rate_burst} * 1000;
     s->refill_ms = _turn_ms;
+    s->connected_at = redis_on() ? wall_ms() : 0;
     c.sess = s;
     c.batch = s->batch;
     return true;

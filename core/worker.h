@@ -18,13 +18,16 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <initializer_list>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
+#include "backplane/presence.h"
 #include "backplane/redis_names.h"
 #include "backplane/redis_session.h"
 #include "backplane/room_table.h"
@@ -78,6 +81,12 @@ struct worker_stats {
     std::atomic<uint64_t> redis_messages{0};       // channel messages received
     std::atomic<uint64_t> redis_echoes{0};         // our own publications coming back: dropped
     std::atomic<uint64_t> redis_invalid{0};        // not UTF-8: dropped
+    std::atomic<uint64_t> redis_commands{0};       // commands written (handshake, subscriptions included)
+    std::atomic<uint64_t> redis_presence_writes{0};  // presence commands queued (registrations, refreshes)
+    std::atomic<uint64_t> redis_presence_refreshes{0};  // refresh passes completed
+    std::atomic<uint64_t> redis_errors{0};         // error replies to anything but PUBLISH
+    std::atomic<uint64_t> redis_queries{0};        // presence/online answered with Redis (fleet-wide)
+    std::atomic<uint64_t> redis_queries_local{0};  // presence/online answered for this gateway only (Redis down)
 };
 
 class worker {
@@ -180,6 +189,25 @@ private:
     void on_redis_message(std::string_view channel, std::string_view payload);
     bool redis_publish(protocol::push_kind kind, std::string_view key, const protocol::push_fields& p);
     void redis_interest(bool add, bool room, std::string_view id);
+    void redis_reply(const backplane::redis_event& ev);
+    // Presence in Redis (docs/backplane.md): first/last transitions write at once,
+    // a refresh pass every TTL/3 rewrites everything this worker holds.
+    bool presence_on() const { return redis_on() && _redis[redis_cmd].s->connected(); }
+    void presence_join(std::string_view room, std::string_view user);
+    void presence_leave(std::string_view room, std::string_view user);
+    void presence_register(std::string_view user);
+    void presence_unregister(std::string_view user);
+    void presence_refresh_start();
+    void presence_pump();           // next slice of the refresh pass, bounded by output size
+    void presence_write(std::span<const std::string_view> argv);
+    void presence_write(std::initializer_list<std::string_view> argv) {
+        presence_write(std::span<const std::string_view>(argv.begin(), argv.size()));
+    }
+    void write_user_record(std::string_view user, int64_t wall);
+    int64_t wall_ms() const;        // CLOCK_REALTIME, ms (presence scores and records)
+    // Redis command tokens: kind in the top byte, an id below.
+    enum class rtok : uint8_t { none = 0, publish, write, presence, online, unregister };
+    static uint64_t make_token(rtok k, uint64_t id) { return (static_cast<uint64_t>(k) << 56) | id; }
 
     // Output queue plumbing.
     void seal(connection& c);                 // staged bytes → a private frame segment
@@ -250,6 +278,17 @@ private:
     redis_conn _redis[2];
     std::unique_ptr<backplane::redis_names> _names;
     std::string _mid_prefix;                    // {"mid":"<server-id>: — our own publications
+    std::string _owner;                         // "<server-id>:<worker>": presence entries of this worker
+    std::string _owner_prefix;                  // "<server-id>:"
+    std::string _ttl_ms_str;                    // presence TTL, ms, as a command argument
+    backplane::presence_counts _presence;       // (room, user) pairs held here
+    uint32_t _presence_next_ms = 0;             // next refresh pass (monotonic ms)
+    bool _presence_due = false;                 // a pass is to start once connected
+    std::vector<std::string> _refresh_rooms, _refresh_users;  // the pass in progress (snapshot)
+    size_t _refresh_room_i = 0, _refresh_user_i = 0;
+    bool _refreshing = false;
+    std::unordered_map<uint64_t, std::string> _unregistering;  // token id → user (script in flight)
+    uint64_t _unreg_seq = 0;
     uint64_t _mid_seq = 0;
     uint32_t _turn_ms = 0;                      // now_ms() at the start of the loop turn
     uint32_t _auth_logged_ms = 0;               // rate limit for auth failure logs

@@ -58,8 +58,15 @@ void worker::teardown(uint32_t slot, connection& c) {
     }
     conn_id id = make_id(slot, c.gen);
     if (redis_on()) {
+        std::string_view user = _users.user_of(id);
+        for (std::string_view room : _rooms.rooms_of(id)) {
+            presence_leave(room, user);
+        }
         _rooms.leave_all(id, [this](std::string_view room) { redis_interest(false, true, room); });
-        _users.remove(id, [this](std::string_view user) { redis_interest(false, false, user); });
+        _users.remove(id, [this](std::string_view user) {
+            redis_interest(false, false, user);
+            presence_unregister(user);
+        });
     } else {
         _rooms.leave_all(id);
         _users.remove(id);
@@ -164,8 +171,19 @@ void worker::handle_request(uint32_t slot, connection& c, wire_format fmt, const
             reply_error(c, fmt, id, error_code::limit, "too many rooms");
             return;
         }
-        if (_rooms.join(self, req.room) == backplane::room_outcome::joined_first && redis_on()) {
-            redis_interest(true, true, req.room);
+        switch (_rooms.join(self, req.room)) {
+        case backplane::room_outcome::joined_first:
+            if (redis_on()) {
+                redis_interest(true, true, req.room);
+            }
+            [[fallthrough]];
+        case backplane::room_outcome::joined:
+            if (redis_on()) {
+                presence_join(req.room, s.who.user);
+            }
+            break;
+        default:
+            break;
         }
         reply_ack(c, fmt, id);
         return;
@@ -173,6 +191,9 @@ void worker::handle_request(uint32_t slot, connection& c, wire_format fmt, const
         if (!_rooms.is_member(self, req.room)) {
             reply_error(c, fmt, id, error_code::not_member, "not a member of the room");
             return;
+        }
+        if (redis_on()) {
+            presence_leave(req.room, s.who.user);
         }
         if (_rooms.leave(self, req.room) == backplane::room_outcome::left_last && redis_on()) {
             redis_interest(false, true, req.room);
@@ -488,7 +509,7 @@ void worker::process_xmsg(xmsg* m) {
         for (std::string& u : m->list) {
             q.found.insert(std::move(u));
         }
-        if (--q.remaining == 0) {
+        if (--q.remaining == 0 && q.redis_wait == 0) {
             finish_query(m->query, q);
         }
         break;
@@ -536,13 +557,43 @@ void worker::start_query(uint32_t slot, connection& c, wire_format fmt, const pr
         }
     }
     uint64_t qid = _next_query++;
-    if (!m) {
+    if (redis_on()) {
+        // Fleet-wide: Redis answers for every gateway (this one included, but a
+        // registration of another local worker may still be in flight: the local
+        // scatter-gather covers it). Redis down: this gateway's answer only.
+        backplane::redis_session& rs = *_redis[redis_cmd].s;
+        if (!rs.connected()) {
+            bump(_stats.redis_queries_local);
+        } else if (req.kind == protocol::op::presence) {
+            std::string key = _names->room_members_key(q->room);
+            std::string cutoff(1, '(');  // exclusive: scores > now - TTL
+            cutoff += std::to_string(wall_ms() - int64_t{_cfg.presence_ttl_s} * 1000);
+            if (rs.command({"ZRANGEBYSCORE", key, cutoff, "+inf"}, make_token(rtok::presence, qid))) {
+                q->redis_wait = 1;
+            }
+        } else {
+            for (const std::string& u : q->asked) {
+                if (!rs.command({"EXISTS", _names->connection_key(u)}, make_token(rtok::online, qid))) {
+                    break;  // output bound reached: the rest answer from this gateway
+                }
+                ++q->redis_wait;
+            }
+        }
+        if (q->redis_wait) {
+            bump(_stats.redis_queries);
+        }
+    }
+    if (!m && q->redis_wait == 0) {
         finish_query(qid, *q);
         return;
     }
-    m->query = qid;
+    if (m) {
+        m->query = qid;
+    }
     _queries.emplace(qid, std::move(q));
-    forward(m);
+    if (m) {
+        forward(m);
+    }
 }
 
 void worker::finish_query(uint64_t qid, pending_query& q) {

@@ -41,6 +41,8 @@ struct worker::pending_query {
     std::vector<std::string> asked;    // online: in request order, duplicates removed
     std::unordered_set<std::string> found;
     unsigned remaining;                // workers still to answer
+    unsigned redis_wait = 0;           // Redis replies still to come (fleet-wide answer)
+    size_t redis_next = 0;             // online: index in `asked` of the next EXISTS reply
 };
 
 }  // namespace wsgate::core

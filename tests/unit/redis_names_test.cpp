@@ -293,6 +293,7 @@ TEST(RedisNames, SeedNamesNoPrefix) {
     EXPECT_EQ(n.user_channel("bob"), "user:bob");
     EXPECT_EQ(n.room_members_key("lobby"), "room:lobby:members");
     EXPECT_EQ(n.connection_key("bob"), "connection:bob");
+    EXPECT_EQ(n.connection_owners_key("bob"), "connection:bob:owners");
     EXPECT_EQ(n.server_connections_key("gw-1"), "server:gw-1:connections");
     EXPECT_EQ(n.server_alive_key("gw-1"), "server:gw-1:alive");
     // Braces and '%' are plain bytes outside cluster mode.
@@ -324,6 +325,7 @@ TEST(RedisNames, ClusterNames) {
     EXPECT_EQ(n.room_members_key("lobby"), "room:{lobby}:members");
     EXPECT_EQ(n.user_channel("bob"), "user:{bob}");
     EXPECT_EQ(n.connection_key("bob"), "connection:{bob}");
+    EXPECT_EQ(n.connection_owners_key("bob"), "connection:{bob}:owners");
     EXPECT_EQ(n.server_connections_key("gw-1"), "server:{gw-1}:connections");
     EXPECT_EQ(n.server_alive_key("gw-1"), "server:{gw-1}:alive");
 
@@ -496,6 +498,7 @@ void check_properties(const redis_names& n, const std::vector<std::string>& ids)
             // Same slot for what belongs together.
             ASSERT_EQ(key_hash_slot(room), key_hash_slot(n.room_members_key(id))) << id;
             ASSERT_EQ(key_hash_slot(user), key_hash_slot(n.connection_key(id))) << id;
+            ASSERT_EQ(key_hash_slot(user), key_hash_slot(n.connection_owners_key(id))) << id;
             ASSERT_EQ(key_hash_slot(n.server_connections_key(id)), key_hash_slot(n.server_alive_key(id))) << id;
             // And the hash tag is never empty: Redis hashes a non-empty part of the id.
             size_t open = room.find('{');
