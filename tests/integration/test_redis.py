@@ -7,14 +7,19 @@ by A's message id); what `redis-cli PUBLISH` sends reaches clients verbatim; `se
 user's connections on both gateways; subscriptions follow local interest (PUBSUB NUMSUB);
 invalid UTF-8 from Redis is dropped; Redis stopped and restarted: local delivery continues,
 the gateways reconnect and re-subscribe, delivery across gateways resumes; Redis that stops
-reading (SIGSTOP): publishes queue up to the bound, then get `unavailable`, local delivery goes on.
+reading (SIGSTOP): publishes queue up to the bound, then get `unavailable`, local delivery goes on;
+Redis that answers slowly (a proxy holding every reply 400 ms): local delivery does not wait,
+delivery across gateways keeps order, presence answers late but right; 10,000 rooms re-subscribed
+after a restart in a handful of SUBSCRIBE commands (INFO commandstats).
 """
 
 import json
+import queue
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import unittest
 
@@ -271,6 +276,162 @@ class RedisBackplaneTest(unittest.TestCase):
         s = self.stats(self.a)
         self.assertGreaterEqual(s["redis_publish_failures"], 1)
 
+
+
+def commandstat(redis: RedisServer, name: str) -> int:
+    """Calls of one command since the last CONFIG RESETSTAT (INFO commandstats)."""
+    for line in redis.cli("INFO", "commandstats").splitlines():
+        if line.startswith(f"cmdstat_{name}:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+@unittest.skipUnless(REDIS and REDIS_CLI, "redis-server not installed")
+class RedisResubscribeTest(unittest.TestCase):
+    def test_10k_rooms_resubscribe_in_few_commands(self):
+        # 100 clients x 100 rooms = 10,000 rooms of local interest: after a Redis
+        # restart the gateway re-subscribes them all with many channels per SUBSCRIBE
+        # (a fleet restart must not storm Redis), not one command per channel.
+        redis = RedisServer().start()
+        self.addCleanup(lambda: redis.stop())
+        url = f"redis://127.0.0.1:{redis.port}"
+        a = Gateway("--redis", url, "--server-id", "gwA", threads=2).start()
+        self.addCleanup(a.kill)
+        clients = []
+        for i in range(100):
+            c = Client.connect(a.port, user=f"u{i}")
+            self.addCleanup(c.sock.close)
+            for j in range(100):
+                c.send_request("join", room=f"r{i}.{j}")  # no id: success is silent
+            clients.append(c)
+        for c in clients:
+            self.assertEqual(c.request("ping", id="sync")["type"], "pong")
+        deadline = time.monotonic() + 30
+        while len(redis.call("PUBSUB", "CHANNELS", "room:*")) < 10_000 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.assertEqual(len(redis.call("PUBSUB", "CHANNELS", "room:*")), 10_000)
+        port = redis.port
+        redis.stop()
+        redis = RedisServer(port).start()
+        redis.cli("CONFIG", "RESETSTAT")
+        deadline = time.monotonic() + 30
+        while len(redis.call("PUBSUB", "CHANNELS", "room:*")) < 10_000 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.assertEqual(len(redis.call("PUBSUB", "CHANNELS", "room:*")), 10_000, "all rooms re-subscribed")
+        subscribes = commandstat(redis, "subscribe")
+        # 10,000 rooms + 100 users + broadcast on each of 2 workers, 1,000 channels a command.
+        self.assertLessEqual(subscribes, 20, f"{subscribes} SUBSCRIBE commands for 10,101 channels")
+        self.assertGreaterEqual(subscribes, 11)
+        # Delivery works on a sample.
+        redis.cli("PUBLISH", "room:r42.7", '{"type":"message","data":1}')
+        self.assertEqual(clients[42].next_push(10)["data"], 1)
+
+
+class DelayProxy:
+    """TCP proxy to a Redis that answers slowly: every chunk Redis sends is held
+    `delay` seconds (pure latency: order kept, throughput not limited)."""
+
+    def __init__(self, target_port: int, delay: float):
+        self.target_port = target_port
+        self.delay = delay
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.closed = False
+        self.socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                client, _ = self.lsock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.socks += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, 0.0), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, self.delay), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, delay: float):
+        q: queue.Queue = queue.Queue()
+
+        def sender():
+            while True:
+                due, data = q.get()
+                if data is None:
+                    break
+                time.sleep(max(0.0, due - time.monotonic()))
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    break
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+        t = threading.Thread(target=sender, daemon=True)
+        t.start()
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            q.put((time.monotonic() + delay, data or None))
+            if not data:
+                return
+
+    def close(self):
+        self.closed = True
+        self.lsock.close()
+        for s in self.socks:
+            s.close()
+
+
+@unittest.skipUnless(REDIS and REDIS_CLI, "redis-server not installed")
+class SlowRedisTest(unittest.TestCase):
+    def test_slow_redis_does_not_slow_local_delivery(self):
+        # Gateway A reaches Redis through a proxy that delays every reply by 400 ms;
+        # gateway B is connected directly. A's local traffic must not wait for Redis,
+        # its publications still reach B, and presence answers (late but right).
+        redis = RedisServer().start()
+        self.addCleanup(redis.stop)
+        proxy = DelayProxy(redis.port, 0.4)
+        self.addCleanup(proxy.close)
+        a = Gateway("--redis", f"redis://127.0.0.1:{proxy.port}", "--server-id", "gwA", threads=2).start()
+        b = Gateway("--redis", f"redis://127.0.0.1:{redis.port}", "--server-id", "gwB", threads=2).start()
+        self.addCleanup(a.kill)
+        self.addCleanup(b.kill)
+        (pub, local) = [Client.connect(a.port, user=u) for u in ("pub", "local")]
+        (remote,) = [Client.connect(b.port, user="remote")]
+        for c in (pub, local, remote):
+            self.addCleanup(c.sock.close)
+            self.assertEqual(c.request("join", id=1, room="lobby")["type"], "ack")
+        deadline = time.monotonic() + 15
+        while redis.numsub("room:lobby") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # B holds one member (one worker): A's worker(s) make up the rest.
+        self.assertGreaterEqual(redis.numsub("room:lobby"), 2, "A and B subscribed")
+        worst_local = 0.0
+        for i in range(20):
+            t0 = time.monotonic()
+            self.assertEqual(pub.request("publish", id=i, room="lobby", data=i)["type"], "ack")
+            self.assertEqual(local.next_push(5)["data"], i)
+            worst_local = max(worst_local, time.monotonic() - t0)
+        self.assertLess(worst_local, 0.2, "local delivery waited for the slow Redis")
+        got = [remote.next_push(10)["data"] for _ in range(20)]
+        self.assertEqual(got, list(range(20)), "in publish order on the other gateway")
+        t0 = time.monotonic()
+        r = pub.request("presence", id="p", room="lobby")
+        took = time.monotonic() - t0
+        self.assertEqual(r["users"], ["local", "pub", "remote"])
+        self.assertGreaterEqual(took, 0.35, "presence came from the (slow) Redis")
+        rc, _ = a.signal_and_wait()
+        self.assertEqual(rc, 0)
+        s = sum_stats(parse_worker_stats(a.log_text(limit=1 << 20)))
+        self.assertEqual(s["redis_disconnects"], 0, "slow is not down")
+        self.assertEqual(s["redis_publish_failures"], 0)
 
 
 @unittest.skipUnless(REDIS and REDIS_CLI, "redis-server not installed")
