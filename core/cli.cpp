@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <unistd.h>
 
@@ -143,10 +144,8 @@ int parse_command_line(int argc, char** argv, config& cfg) {
             std::fprintf(stderr, "--redis: %s\n", err.c_str());
             return 2;
         }
-        if (ep.cluster) {
-            std::fprintf(stderr, "--redis: redis+cluster:// is not supported yet (issue 4 in progress)\n");
-            return 2;
-        }
+        cfg.redis_cluster = ep.cluster;
+        cfg.redis_port = ep.port;
         cfg.redis_user = ep.user;
         cfg.redis_password = ep.password;
         cfg.redis_db = ep.db;
@@ -159,6 +158,14 @@ int parse_command_line(int argc, char** argv, config& cfg) {
             return 2;
         }
         std::memcpy(&cfg.redis_addr, res->ai_addr, res->ai_addrlen);
+        // The seed's address as text (cluster nodes announce IP literals; an
+        // empty announced host means "the one you asked").
+        char text[INET6_ADDRSTRLEN] = {};
+        const void* a = res->ai_family == AF_INET6
+                            ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(res->ai_addr)->sin6_addr)
+                            : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr);
+        inet_ntop(res->ai_family, a, text, sizeof(text));
+        cfg.redis_host = text;
         cfg.redis_addr_len = static_cast<socklen_t>(res->ai_addrlen);
         freeaddrinfo(res);
     }

@@ -48,6 +48,9 @@ struct config {
     std::string redis_url;                // --redis redis://[[user]:password@]host[:port][/db]
     std::string server_id;                // --server-id; default hostname-pid
     unsigned presence_ttl_s = 60;         // --presence-ttl-s: presence entries expire unless refreshed
+    bool redis_cluster = false;           // redis+cluster://: the address is a seed node
+    std::string redis_host;               // resolved address of the URL's host, as text
+    uint16_t redis_port = 0;
     std::string redis_user;               // parsed from the URL
     std::string redis_password;
     unsigned redis_db = 0;

@@ -168,6 +168,7 @@ int main(int argc, char** argv) {
             {"redis_errors", &st.redis_errors},
             {"redis_queries", &st.redis_queries},
             {"redis_queries_local", &st.redis_queries_local},
+            {"redis_redirects", &st.redis_redirects},
         };
         std::string line = "wsgate: worker " + std::to_string(i) + ":";
         for (const auto& [name, value] : counters) {

@@ -131,9 +131,11 @@ worker::~worker() {
     for (out_segment* r : _ring_cache) {
         std::free(r);
     }
-    for (redis_conn& r : _redis) {
-        if (r.fd >= 0) {
-            close(r.fd);
+    for (auto& n : _rnodes) {
+        for (redis_conn& r : n->c) {
+            if (r.fd >= 0) {
+                close(r.fd);
+            }
         }
     }
     for (auto b : _buffer_cache) {

@@ -27,6 +27,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "backplane/cluster_map.h"
 #include "backplane/presence.h"
 #include "backplane/redis_names.h"
 #include "backplane/redis_session.h"
@@ -86,6 +87,7 @@ struct worker_stats {
     std::atomic<uint64_t> redis_presence_refreshes{0};  // refresh passes completed
     std::atomic<uint64_t> redis_errors{0};         // error replies to anything but PUBLISH
     std::atomic<uint64_t> redis_queries{0};        // presence/online answered with Redis (fleet-wide)
+    std::atomic<uint64_t> redis_redirects{0};      // cluster: publications re-sent after -MOVED/-ASK
     std::atomic<uint64_t> redis_queries_local{0};  // presence/online answered for this gateway only (Redis down)
 };
 
@@ -165,7 +167,8 @@ private:
     void start_query(uint32_t slot, connection& c, protocol::wire_format fmt, const protocol::request& req);
     void finish_query(uint64_t id, pending_query& q);
 
-    // Redis backplane (core/worker_redis.cpp): two connections per worker on this ring.
+    // Redis backplane (core/worker_redis.cpp): per Redis node (one in plain mode, one
+    // per master in cluster mode) a subscriber and a command connection on this ring.
     struct redis_conn {
         std::unique_ptr<backplane::redis_session> s;
         int fd = -1;
@@ -176,23 +179,50 @@ private:
         protocol::byte_buffer out;      // bytes of the send in flight
         std::unique_ptr<uint8_t[]> rbuf;
     };
+    struct redis_node {
+        std::string name;               // host:port, for logs
+        sockaddr_storage addr{};
+        socklen_t addr_len = 0;         // 0: not an IP literal, never dialled
+        redis_conn c[2];                // [redis_sub], [redis_cmd]
+    };
+    // A cluster-mode SPUBLISH kept until its reply, to follow -MOVED/-ASK.
+    struct retained_publish {
+        std::string channel, payload;
+        uint8_t attempts = 0;
+    };
     static constexpr unsigned redis_sub = 0, redis_cmd = 1;
     static constexpr size_t redis_rbuf = 64 * 1024;
-    bool redis_on() const { return _redis[redis_cmd].s != nullptr; }
+    static constexpr uint32_t no_node = UINT32_MAX;
+    bool redis_on() const { return !_rnodes.empty(); }
+    bool cluster() const { return _cmap != nullptr; }
+    redis_conn& rconn(uint32_t node, unsigned which) { return _rnodes[node]->c[which]; }
+    // The node owning a channel or key: 0 in plain mode; in cluster mode the master
+    // of its hash slot, or no_node before the slot map is known.
+    uint32_t node_for(std::string_view name) const;
+    // The connected command session of the node owning key, or nullptr.
+    backplane::redis_session* cmd_for(std::string_view key);
     void redis_setup();
-    void redis_connect(unsigned which);
-    void redis_drop(unsigned which, const char* why);
-    void redis_handle(op o, unsigned which, uint32_t gen, int res);
-    void redis_events(unsigned which);
+    void redis_add_node(std::string_view host, uint16_t port);
+    void redis_connect(uint32_t node, unsigned which);
+    void redis_drop(uint32_t node, unsigned which, const char* why);
+    void redis_handle(op o, uint32_t idx, uint32_t gen, int res);
+    void redis_events(uint32_t node, unsigned which);
     void redis_flush();
     void redis_tick();
     void on_redis_message(std::string_view channel, std::string_view payload);
     bool redis_publish(protocol::push_kind kind, std::string_view key, const protocol::push_fields& p);
+    bool redis_send_publish(std::string_view channel, std::string_view payload, uint64_t retain_id);
     void redis_interest(bool add, bool room, std::string_view id);
+    void redis_query(pending_query& q, uint64_t qid);
+    // Cluster: ask for CLUSTER SLOTS; after the map changed, move every channel of
+    // local interest to the master that owns it now.
+    void cluster_refresh();
+    void cluster_apply();
+    void cluster_follow(const backplane::redis_redirect& r);
     void redis_reply(const backplane::redis_event& ev);
     // Presence in Redis (docs/backplane.md): first/last transitions write at once,
     // a refresh pass every TTL/3 rewrites everything this worker holds.
-    bool presence_on() const { return redis_on() && _redis[redis_cmd].s->connected(); }
+    bool presence_on() const;       // some command connection is up
     void presence_join(std::string_view room, std::string_view user);
     void presence_leave(std::string_view room, std::string_view user);
     void presence_register(std::string_view user);
@@ -206,7 +236,7 @@ private:
     void write_user_record(std::string_view user, int64_t wall);
     int64_t wall_ms() const;        // CLOCK_REALTIME, ms (presence scores and records)
     // Redis command tokens: kind in the top byte, an id below.
-    enum class rtok : uint8_t { none = 0, publish, write, presence, online, unregister };
+    enum class rtok : uint8_t { none = 0, publish, write, presence, online, unregister, slots };
     static uint64_t make_token(rtok k, uint64_t id) { return (static_cast<uint64_t>(k) << 56) | id; }
 
     // Output queue plumbing.
@@ -275,7 +305,14 @@ private:
     std::vector<std::deque<xmsg*>> _overflow;   // per target worker: ring was full
     std::vector<uint8_t> _wake;                 // per target worker: queued this turn, wake it
     std::mt19937_64 _rng;
-    redis_conn _redis[2];
+    std::vector<std::unique_ptr<redis_node>> _rnodes;   // index = cluster_map node index
+    std::unique_ptr<backplane::cluster_map> _cmap;      // cluster mode only
+    uint64_t _cmap_applied = 0;                         // map version the subscriptions follow
+    bool _cmap_wanted = true;                           // a CLUSTER SLOTS is to be sent
+    bool _cmap_inflight = false;
+    uint32_t _cmap_next_ms = 0;                         // periodic re-check
+    std::unordered_map<uint64_t, retained_publish> _retained;
+    uint64_t _retain_seq = 0;
     std::unique_ptr<backplane::redis_names> _names;
     std::string _mid_prefix;                    // {"mid":"<server-id>: — our own publications
     std::string _owner;                         // "<server-id>:<worker>": presence entries of this worker

@@ -558,30 +558,7 @@ void worker::start_query(uint32_t slot, connection& c, wire_format fmt, const pr
     }
     uint64_t qid = _next_query++;
     if (redis_on()) {
-        // Fleet-wide: Redis answers for every gateway (this one included, but a
-        // registration of another local worker may still be in flight: the local
-        // scatter-gather covers it). Redis down: this gateway's answer only.
-        backplane::redis_session& rs = *_redis[redis_cmd].s;
-        if (!rs.connected()) {
-            bump(_stats.redis_queries_local);
-        } else if (req.kind == protocol::op::presence) {
-            std::string key = _names->room_members_key(q->room);
-            std::string cutoff(1, '(');  // exclusive: scores > now - TTL
-            cutoff += std::to_string(wall_ms() - int64_t{_cfg.presence_ttl_s} * 1000);
-            if (rs.command({"ZRANGEBYSCORE", key, cutoff, "+inf"}, make_token(rtok::presence, qid))) {
-                q->redis_wait = 1;
-            }
-        } else {
-            for (const std::string& u : q->asked) {
-                if (!rs.command({"EXISTS", _names->connection_key(u)}, make_token(rtok::online, qid))) {
-                    break;  // output bound reached: the rest answer from this gateway
-                }
-                ++q->redis_wait;
-            }
-        }
-        if (q->redis_wait) {
-            bump(_stats.redis_queries);
-        }
+        redis_query(*q, qid);
     }
     if (!m && q->redis_wait == 0) {
         finish_query(qid, *q);

@@ -1,12 +1,13 @@
-// The Redis backplane on the worker's ring: two connections per worker (a
-// subscriber and a command connection), driven like client sockets. The Redis
-// protocol logic is backplane/redis_session (sans-I/O); this file only moves
-// bytes, maps subscriptions to room/user interest, publishes client pushes and
-// delivers channel messages. Design: docs/backplane.md.
-//
-// Plain redis:// (no cluster yet): publish/subscribe with the local fast path and
-// echo suppression by message id, reconnect with backoff and re-subscription,
-// presence kept in Redis per owner (worker) and refreshed every TTL/3.
+// The Redis backplane on the worker's ring: per Redis node a subscriber and a
+// command connection, driven like client sockets. One node with redis://; with
+// redis+cluster:// one per master, found with CLUSTER SLOTS from the seed node and
+// routed by hash slot (SSUBSCRIBE/SPUBLISH on the owner, -MOVED/-ASK followed,
+// an sunsubscribe push re-resolves the slot). The Redis protocol logic is
+// backplane/redis_session and backplane/cluster_map (sans-I/O); this file moves
+// bytes, maps subscriptions to room/user interest, publishes client pushes,
+// delivers channel messages and keeps presence (per owner = worker, refreshed
+// every TTL/3). Design: docs/backplane.md.
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -30,32 +31,101 @@ namespace {
 
 using detail::bump;
 
+constexpr uint32_t cluster_recheck_ms = 5000;  // CLUSTER SLOTS at least this often
+constexpr uint8_t max_redirects = 3;           // per publication
+
 }  // namespace
 
 void worker::redis_setup() {
+    _names = std::make_unique<backplane::redis_names>(std::string(), _cfg.redis_cluster);
+    _mid_prefix = "{\"mid\":\"" + _cfg.server_id + ":";
+    _owner = backplane::presence_owner(_cfg.server_id, _index);
+    _owner_prefix = _cfg.server_id + ":";
+    _ttl_ms_str = std::to_string(uint64_t{_cfg.presence_ttl_s} * 1000);
+    if (_cfg.redis_cluster) {
+        _cmap = std::make_unique<backplane::cluster_map>(_cfg.redis_host);
+        _cmap->find_or_add(_cfg.redis_host, _cfg.redis_port);  // the seed is node 0
+    }
+    redis_add_node(_cfg.redis_host, _cfg.redis_port);
+    // The seed's resolved address (it may have been given as a name).
+    std::memcpy(&_rnodes[0]->addr, &_cfg.redis_addr, _cfg.redis_addr_len);
+    _rnodes[0]->addr_len = _cfg.redis_addr_len;
+    if (!cluster()) {
+        _rnodes[0]->c[redis_sub].s->subscribe(_names->broadcast_channel());
+    }
+    redis_connect(0, redis_sub);
+    redis_connect(0, redis_cmd);
+}
+
+void worker::redis_add_node(std::string_view host, uint16_t port) {
+    auto n = std::make_unique<redis_node>();
+    n->name = std::string(host) + ":" + std::to_string(port);
+    std::string h(host);
+    auto* v4 = reinterpret_cast<sockaddr_in*>(&n->addr);
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&n->addr);
+    if (inet_pton(AF_INET, h.c_str(), &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(port);
+        n->addr_len = sizeof(sockaddr_in);
+    } else if (inet_pton(AF_INET6, h.c_str(), &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(port);
+        n->addr_len = sizeof(sockaddr_in6);
+    } else if (!_rnodes.empty()) {
+        std::fprintf(stderr, "wsgate: worker %u: redis cluster node %s is not an IP address: not used\n", _index,
+                     n->name.c_str());
+    }
     for (unsigned which : {redis_sub, redis_cmd}) {
         backplane::redis_session_options o;
         o.role = which == redis_sub ? backplane::redis_role::subscriber : backplane::redis_role::command;
         o.user = _cfg.redis_user;
         o.password = _cfg.redis_password;
         o.db = which == redis_cmd ? _cfg.redis_db : 0;
+        o.sharded = cluster();
         o.seed = _rng();
-        _redis[which].s = std::make_unique<backplane::redis_session>(o);
-        _redis[which].rbuf = std::make_unique<uint8_t[]>(redis_rbuf);
+        n->c[which].s = std::make_unique<backplane::redis_session>(o);
+        n->c[which].rbuf = std::make_unique<uint8_t[]>(redis_rbuf);
     }
-    _names = std::make_unique<backplane::redis_names>(std::string(), false);
-    _mid_prefix = "{\"mid\":\"" + _cfg.server_id + ":";
-    _owner = backplane::presence_owner(_cfg.server_id, _index);
-    _owner_prefix = _cfg.server_id + ":";
-    _ttl_ms_str = std::to_string(uint64_t{_cfg.presence_ttl_s} * 1000);
-    _redis[redis_sub].s->subscribe(_names->broadcast_channel());
-    redis_connect(redis_sub);
-    redis_connect(redis_cmd);
+    _rnodes.push_back(std::move(n));
 }
 
-void worker::redis_connect(unsigned which) {
-    redis_conn& r = _redis[which];
-    int fd = socket(_cfg.redis_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+uint32_t worker::node_for(std::string_view name) const {
+    if (!cluster()) {
+        return 0;
+    }
+    if (!_cmap->loaded()) {
+        return no_node;
+    }
+    uint32_t n = _cmap->node_of(backplane::key_hash_slot(name));
+    return n < _rnodes.size() ? n : no_node;
+}
+
+backplane::redis_session* worker::cmd_for(std::string_view key) {
+    uint32_t n = node_for(key);
+    if (n == no_node) {
+        return nullptr;
+    }
+    backplane::redis_session* s = rconn(n, redis_cmd).s.get();
+    return s->connected() ? s : nullptr;
+}
+
+bool worker::presence_on() const {
+    for (const auto& n : _rnodes) {
+        if (n->c[redis_cmd].s->connected()) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void worker::redis_connect(uint32_t node, unsigned which) {
+    redis_node& n = *_rnodes[node];
+    redis_conn& r = n.c[which];
+    if (n.addr_len == 0) {
+        r.s->on_disconnected(now_ms());  // not dialable: retried only if the map changes
+        return;
+    }
+    int fd = socket(n.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         r.s->on_disconnected(now_ms());
         return;
@@ -66,12 +136,12 @@ void worker::redis_connect(unsigned which) {
     ++r.gen;
     r.connecting = true;
     io_uring_sqe* sqe = get_sqe();
-    io_uring_prep_connect(sqe, fd, reinterpret_cast<const sockaddr*>(&_cfg.redis_addr), _cfg.redis_addr_len);
-    io_uring_sqe_set_data64(sqe, pack(op::redis_connect, which, r.gen));
+    io_uring_prep_connect(sqe, fd, reinterpret_cast<const sockaddr*>(&n.addr), n.addr_len);
+    io_uring_sqe_set_data64(sqe, pack(op::redis_connect, node * 2 + which, r.gen));
 }
 
-void worker::redis_drop(unsigned which, const char* why) {
-    redis_conn& r = _redis[which];
+void worker::redis_drop(uint32_t node, unsigned which, const char* why) {
+    redis_conn& r = rconn(node, which);
     if (r.fd < 0) {
         return;
     }
@@ -80,8 +150,8 @@ void worker::redis_drop(unsigned which, const char* why) {
         bump(_stats.redis_disconnects);
     }
     if (was_connected) {
-        std::fprintf(stderr, "wsgate: worker %u: redis %s connection lost: %s\n", _index,
-                     which == redis_sub ? "subscriber" : "command", why);
+        std::fprintf(stderr, "wsgate: worker %u: redis %s %s connection lost: %s\n", _index,
+                     _rnodes[node]->name.c_str(), which == redis_sub ? "subscriber" : "command", why);
     }
     // Operations still in flight on this socket complete once it is shut down
     // (no cancel by fd: the number may be reused before the SQE is submitted);
@@ -93,21 +163,26 @@ void worker::redis_drop(unsigned which, const char* why) {
     r.connecting = r.recv_armed = r.send_inflight = false;
     r.out.clear();
     r.s->on_disconnected(now_ms());
-    redis_events(which);  // failed in-flight commands
+    redis_events(node, which);  // failed in-flight commands
+    if (cluster()) {
+        _cmap_wanted = true;  // a master that went away may have failed over
+    }
 }
 
-void worker::redis_handle(op o, unsigned which, uint32_t gen, int res) {
-    if (which > redis_cmd) {
+void worker::redis_handle(op o, uint32_t idx, uint32_t gen, int res) {
+    uint32_t node = idx / 2;
+    unsigned which = idx % 2;
+    if (node >= _rnodes.size()) {
         return;
     }
-    redis_conn& r = _redis[which];
+    redis_conn& r = rconn(node, which);
     if (!r.s || r.fd < 0 || (r.gen & 0xffffff) != gen) {
         return;  // for a socket already dropped
     }
     switch (o) {
     case op::redis_connect:
         if (res < 0) {
-            redis_drop(which, std::strerror(-res));  // counted as a failed dial
+            redis_drop(node, which, std::strerror(-res));  // counted as a failed dial
             return;
         }
         r.connecting = false;
@@ -120,11 +195,11 @@ void worker::redis_handle(op o, unsigned which, uint32_t gen, int res) {
     case op::redis_recv:
         r.recv_armed = false;
         if (res <= 0) {
-            redis_drop(which, res == 0 ? "closed by the server" : std::strerror(-res));
+            redis_drop(node, which, res == 0 ? "closed by the server" : std::strerror(-res));
             return;
         }
         r.s->feed(std::span<const uint8_t>(r.rbuf.get(), static_cast<size_t>(res)));
-        redis_events(which);
+        redis_events(node, which);
         if (r.fd < 0) {
             return;
         }
@@ -132,7 +207,7 @@ void worker::redis_handle(op o, unsigned which, uint32_t gen, int res) {
     case op::redis_send:
         r.send_inflight = false;
         if (res <= 0) {
-            redis_drop(which, res == 0 ? "send returned 0" : std::strerror(-res));
+            redis_drop(node, which, res == 0 ? "send returned 0" : std::strerror(-res));
             return;
         }
         r.out.consume(static_cast<size_t>(res));
@@ -143,13 +218,13 @@ void worker::redis_handle(op o, unsigned which, uint32_t gen, int res) {
     if (!r.recv_armed && r.s->connected()) {
         io_uring_sqe* sqe = get_sqe();
         io_uring_prep_recv(sqe, r.fd, r.rbuf.get(), redis_rbuf, 0);
-        io_uring_sqe_set_data64(sqe, pack(op::redis_recv, which, r.gen));
+        io_uring_sqe_set_data64(sqe, pack(op::redis_recv, idx, r.gen));
         r.recv_armed = true;
     }
 }
 
-void worker::redis_events(unsigned which) {
-    redis_conn& r = _redis[which];
+void worker::redis_events(uint32_t node, unsigned which) {
+    redis_conn& r = rconn(node, which);
     backplane::redis_event ev;
     while (r.s->poll(ev)) {
         switch (ev.kind) {
@@ -159,64 +234,150 @@ void worker::redis_events(unsigned which) {
         case backplane::redis_event_kind::reply:
             redis_reply(ev);
             break;
+        case backplane::redis_event_kind::slot_moved:
+            // The slot of this sharded channel migrated: the channel stays wanted
+            // here but unsent; the next map says where it lives now.
+            _cmap_wanted = true;
+            break;
+        case backplane::redis_event_kind::subscribe_error:
+            bump(_stats.redis_errors);
+            if (ev.redirect.valid && cluster()) {
+                cluster_follow(ev.redirect);
+            }
+            _cmap_wanted = cluster();
+            break;
         case backplane::redis_event_kind::handshake_failed:
         case backplane::redis_event_kind::protocol_error:
-            std::fprintf(stderr, "wsgate: worker %u: redis: %.*s\n", _index, static_cast<int>(ev.text.size()),
-                         ev.text.data());
+            std::fprintf(stderr, "wsgate: worker %u: redis %s: %.*s\n", _index, _rnodes[node]->name.c_str(),
+                         static_cast<int>(ev.text.size()), ev.text.data());
             break;
         default:
             break;
         }
     }
     if (r.s->needs_disconnect() && r.fd >= 0) {
-        redis_drop(which, "protocol or authentication error");
+        redis_drop(node, which, "protocol or authentication error");
     }
 }
 
 void worker::redis_flush() {
-    for (unsigned which : {redis_sub, redis_cmd}) {
-        redis_conn& r = _redis[which];
-        if (r.fd < 0 || !r.s->connected() || r.send_inflight) {
-            continue;
-        }
-        if (which == redis_cmd && _refreshing) {
-            presence_pump();
-        }
-        if (r.out.empty()) {
-            r.s->take_output(r.out);  // every command of this turn: one write (pipelining)
-        }
-        if (r.out.empty()) {
-            continue;
-        }
-        io_uring_sqe* sqe = get_sqe();
-        io_uring_prep_send(sqe, r.fd, r.out.data(), r.out.size(), MSG_NOSIGNAL);
-        io_uring_sqe_set_data64(sqe, pack(op::redis_send, which, r.gen));
-        r.send_inflight = true;
+    if (_refreshing) {
+        presence_pump();
     }
-    _stats.redis_commands.store(
-        _redis[redis_sub].s->counters().commands_sent + _redis[redis_cmd].s->counters().commands_sent,
-        std::memory_order_relaxed);
+    uint64_t commands = 0;
+    for (uint32_t node = 0; node < _rnodes.size(); ++node) {
+        for (unsigned which : {redis_sub, redis_cmd}) {
+            redis_conn& r = rconn(node, which);
+            commands += r.s->counters().commands_sent;
+            if (r.fd < 0 || !r.s->connected() || r.send_inflight) {
+                continue;
+            }
+            if (r.out.empty()) {
+                r.s->take_output(r.out);  // every command of this turn: one write (pipelining)
+            }
+            if (r.out.empty()) {
+                continue;
+            }
+            io_uring_sqe* sqe = get_sqe();
+            io_uring_prep_send(sqe, r.fd, r.out.data(), r.out.size(), MSG_NOSIGNAL);
+            io_uring_sqe_set_data64(sqe, pack(op::redis_send, node * 2 + which, r.gen));
+            r.send_inflight = true;
+        }
+    }
+    _stats.redis_commands.store(commands, std::memory_order_relaxed);
 }
 
 void worker::redis_tick() {
     uint32_t now = now_ms();
-    for (unsigned which : {redis_sub, redis_cmd}) {
-        redis_conn& r = _redis[which];
-        if (r.fd < 0 && static_cast<int64_t>(now) >= r.s->next_connect_ms()) {
-            redis_connect(which);
+    for (uint32_t node = 0; node < _rnodes.size(); ++node) {
+        for (unsigned which : {redis_sub, redis_cmd}) {
+            redis_conn& r = rconn(node, which);
+            if (r.fd < 0 && _rnodes[node]->addr_len && static_cast<int64_t>(now) >= r.s->next_connect_ms()) {
+                redis_connect(node, which);
+            }
         }
+    }
+    if (cluster()) {
+        if (static_cast<int32_t>(now - _cmap_next_ms) >= 0) {
+            _cmap_wanted = true;
+        }
+        cluster_refresh();
     }
     if (presence_on() && !_refreshing && (_presence_due || static_cast<int32_t>(now - _presence_next_ms) >= 0)) {
         presence_refresh_start();
     }
 }
 
+// --- cluster ----------------------------------------------------------------
+
+void worker::cluster_refresh() {
+    if (!_cmap_wanted || _cmap_inflight) {
+        return;
+    }
+    // Any master answers CLUSTER SLOTS; the seed until the map names others.
+    for (auto& n : _rnodes) {
+        backplane::redis_session& s = *n->c[redis_cmd].s;
+        if (s.connected() && s.command({"CLUSTER", "SLOTS"}, make_token(rtok::slots, 0))) {
+            _cmap_inflight = true;
+            _cmap_wanted = false;
+            _cmap_next_ms = now_ms() + cluster_recheck_ms;
+            return;
+        }
+    }
+}
+
+void worker::cluster_follow(const backplane::redis_redirect& r) {
+    _cmap->moved(r.slot, r.host, r.port);
+    cluster_apply();
+}
+
+void worker::cluster_apply() {
+    // New masters get their connections; then every channel of local interest is
+    // subscribed on the master owning its slot now, and dropped where it was.
+    while (_rnodes.size() < _cmap->nodes().size()) {
+        const backplane::cluster_node_addr& a = _cmap->nodes()[_rnodes.size()];
+        redis_add_node(a.host, a.port);
+        uint32_t node = static_cast<uint32_t>(_rnodes.size() - 1);
+        redis_connect(node, redis_sub);
+        redis_connect(node, redis_cmd);
+    }
+    if (_cmap->version() == _cmap_applied) {
+        return;
+    }
+    _cmap_applied = _cmap->version();
+    auto place = [&](const std::string& channel) {
+        uint32_t owner = node_for(channel);
+        for (uint32_t node = 0; node < _rnodes.size(); ++node) {
+            backplane::redis_session& s = *rconn(node, redis_sub).s;
+            if (node == owner) {
+                s.subscribe(channel, backplane::key_hash_slot(channel));  // (re)sent unless already live
+            } else if (s.wanted(channel)) {
+                s.unsubscribe(channel);
+            }
+        }
+    };
+    place(_names->broadcast_channel());
+    _rooms.for_each_room([&](std::string_view room) { place(_names->room_channel(room)); });
+    _users.for_each_user([&](std::string_view user) { place(_names->user_channel(user)); });
+    _presence_due = true;  // presence keys of moved slots are re-written on their new owner
+}
+
+// --- pub/sub ----------------------------------------------------------------
+
 void worker::redis_interest(bool add, bool room, std::string_view id) {
     std::string channel = room ? _names->room_channel(id) : _names->user_channel(id);
     if (add) {
-        _redis[redis_sub].s->subscribe(channel);
-    } else {
-        _redis[redis_sub].s->unsubscribe(channel);
+        uint32_t node = node_for(channel);
+        if (node != no_node) {  // no map yet: cluster_apply() subscribes it
+            rconn(node, redis_sub).s->subscribe(channel, backplane::key_hash_slot(channel));
+        }
+        return;
+    }
+    for (uint32_t node = 0; node < _rnodes.size(); ++node) {
+        backplane::redis_session& s = *rconn(node, redis_sub).s;
+        if (s.wanted(channel)) {
+            s.unsubscribe(channel);
+        }
     }
 }
 
@@ -229,12 +390,28 @@ bool worker::redis_publish(protocol::push_kind kind, std::string_view key, const
     std::string channel = kind == protocol::push_kind::message  ? _names->room_channel(key)
                           : kind == protocol::push_kind::direct ? _names->user_channel(key)
                                                                 : _names->broadcast_channel();
-    if (!_redis[redis_cmd].s->command({"PUBLISH", channel, payload}, make_token(rtok::publish, 0))) {
+    uint64_t retain = 0;
+    if (cluster()) {
+        retain = ++_retain_seq & ((uint64_t{1} << 56) - 1);
+    }
+    if (!redis_send_publish(channel, payload, retain)) {
         bump(_stats.redis_publish_failures);
         return false;
     }
+    if (retain) {
+        _retained.emplace(retain, retained_publish{channel, std::string(payload), 0});
+    }
     bump(_stats.redis_publishes);
     return true;
+}
+
+bool worker::redis_send_publish(std::string_view channel, std::string_view payload, uint64_t retain_id) {
+    uint32_t node = node_for(channel);
+    if (node == no_node) {
+        node = 0;  // cluster map not known yet: the seed queues it, -MOVED sends it on
+    }
+    backplane::redis_session& s = *rconn(node, redis_cmd).s;
+    return s.command({cluster() ? "SPUBLISH" : "PUBLISH", channel, payload}, make_token(rtok::publish, retain_id));
 }
 
 void worker::on_redis_message(std::string_view channel, std::string_view payload) {
@@ -290,13 +467,61 @@ void worker::redis_reply(const backplane::redis_event& ev) {
     auto kind = static_cast<rtok>(ev.token >> 56);
     uint64_t id = ev.token & ((uint64_t{1} << 56) - 1);
     bool error = ev.type == backplane::redis_type::error;
+    if (error && ev.redirect.valid && cluster() && kind != rtok::publish) {
+        cluster_follow(ev.redirect);  // the write is redone by the next presence pass
+        _cmap_wanted = true;
+    }
     switch (kind) {
     case rtok::none:
-    case rtok::publish:
-        if (error) {
-            bump(_stats.redis_publish_failures);  // refused, or lost with the connection
-        }
         return;
+    case rtok::publish: {
+        auto it = id ? _retained.find(id) : _retained.end();
+        if (!error) {
+            if (it != _retained.end()) {
+                _retained.erase(it);
+            }
+            return;
+        }
+        if (it != _retained.end() && ev.redirect.valid && it->second.attempts < max_redirects) {
+            // -MOVED: the channel's slot lives elsewhere (map updated, publication
+            // re-sent there). -ASK: one-shot, ASKING first on the target.
+            retained_publish& rp = it->second;
+            ++rp.attempts;
+            uint32_t node = ev.redirect.ask ? _cmap->find_or_add(ev.redirect.host, ev.redirect.port)
+                                            : _cmap->moved(ev.redirect.slot, ev.redirect.host, ev.redirect.port);
+            cluster_apply();
+            _cmap_wanted = true;
+            if (node < _rnodes.size()) {
+                backplane::redis_session& s = *rconn(node, redis_cmd).s;
+                bool ok = !ev.redirect.ask || s.command({"ASKING"}, make_token(rtok::none, 0));
+                if (ok && s.command({"SPUBLISH", rp.channel, rp.payload}, make_token(rtok::publish, id))) {
+                    bump(_stats.redis_redirects);
+                    return;
+                }
+            }
+        }
+        if (it != _retained.end()) {
+            _retained.erase(it);
+        }
+        bump(_stats.redis_publish_failures);  // refused, or lost with the connection
+        return;
+    }
+    case rtok::slots: {
+        _cmap_inflight = false;
+        std::string err;
+        if (error || !_cmap->load_slots(ev.value, err)) {
+            if (!ev.connection_lost) {
+                bump(_stats.redis_errors);
+                std::fprintf(stderr, "wsgate: worker %u: redis CLUSTER SLOTS: %.*s\n", _index,
+                             static_cast<int>(error ? ev.text.size() : err.size()),
+                             error ? ev.text.data() : err.data());
+            }
+            _cmap_wanted = true;
+            return;
+        }
+        cluster_apply();
+        return;
+    }
     case rtok::write:
         if (error && !ev.connection_lost) {
             bump(_stats.redis_errors);
@@ -308,7 +533,8 @@ void worker::redis_reply(const backplane::redis_event& ev) {
         return;
     case rtok::presence:
     case rtok::online: {
-        auto it = _queries.find(id);
+        uint64_t qid = kind == rtok::online ? id >> 16 : id;
+        auto it = _queries.find(qid);
         if (it == _queries.end()) {
             return;  // answered already (cannot happen) or never stored
         }
@@ -317,17 +543,17 @@ void worker::redis_reply(const backplane::redis_event& ev) {
             for (size_t i = 0; i < ev.value.size(); ++i) {
                 q.found.emplace(backplane::presence_member_user(ev.value[i].str()));
             }
-        } else if (kind == rtok::online && q.redis_next < q.asked.size()) {
-            if (ev.type == backplane::redis_type::integer && ev.integer > 0) {
-                q.found.insert(q.asked[q.redis_next]);
+        } else if (kind == rtok::online && ev.type == backplane::redis_type::integer && ev.integer > 0) {
+            size_t i = id & 0xffff;
+            if (i < q.asked.size()) {
+                q.found.insert(q.asked[i]);
             }
-            ++q.redis_next;
         }
         if (error && !ev.connection_lost) {
             bump(_stats.redis_errors);
         }
         if (--q.redis_wait == 0 && q.remaining == 0) {
-            finish_query(id, q);
+            finish_query(qid, q);
         }
         return;
     }
@@ -348,12 +574,39 @@ void worker::redis_reply(const backplane::redis_event& ev) {
                        ev.value[1].integer() != 0;
         // No other worker of this gateway holds the user (and it did not come back
         // here meanwhile): it leaves this gateway's set.
-        if (!sibling && !_users.online(user) && presence_on()) {
+        if (!sibling && !_users.online(user)) {
             presence_write({"SREM", _names->server_connections_key(_cfg.server_id), user});
         }
         return;
     }
     }
+}
+
+// --- queries ----------------------------------------------------------------
+
+void worker::redis_query(pending_query& q, uint64_t qid) {
+    // Fleet-wide: Redis answers for every gateway (this one included, but a
+    // registration of another local worker may still be in flight: the local
+    // scatter-gather covers it). A node that is down: this gateway's answer only.
+    if (q.kind == protocol::op::presence) {
+        std::string key = _names->room_members_key(q.room);
+        if (backplane::redis_session* s = cmd_for(key)) {
+            std::string cutoff(1, '(');  // exclusive: scores > now - TTL
+            cutoff += std::to_string(wall_ms() - int64_t{_cfg.presence_ttl_s} * 1000);
+            if (s->command({"ZRANGEBYSCORE", key, cutoff, "+inf"}, make_token(rtok::presence, qid))) {
+                q.redis_wait = 1;
+            }
+        }
+    } else {
+        for (size_t i = 0; i < q.asked.size(); ++i) {
+            std::string key = _names->connection_key(q.asked[i]);
+            backplane::redis_session* s = cmd_for(key);
+            if (s && s->command({"EXISTS", key}, make_token(rtok::online, (qid << 16) | i))) {
+                ++q.redis_wait;
+            }
+        }
+    }
+    bump(q.redis_wait ? _stats.redis_queries : _stats.redis_queries_local);
 }
 
 // --- presence ---------------------------------------------------------------
@@ -367,7 +620,11 @@ int64_t worker::wall_ms() const {
 void worker::presence_write(std::span<const std::string_view> argv) {
     // Fails only when the output is past the session's bound (Redis not reading):
     // the entry is then written by the next refresh pass, or expires.
-    if (_redis[redis_cmd].s->command(argv, make_token(rtok::write, 0))) {
+    // Routed by key (argv[1]; EVAL's first key is argv[3]); a node that is down
+    // is skipped: its (re)connection starts a refresh pass.
+    std::string_view key = argv[0] == "EVAL" ? argv[3] : argv[1];
+    backplane::redis_session* s = cmd_for(key);
+    if (s && s->command(argv, make_token(rtok::write, 0))) {
         bump(_stats.redis_presence_writes);
     }
 }
@@ -437,7 +694,8 @@ void worker::presence_unregister(std::string_view user) {
     std::string cutoff = std::to_string(wall_ms() - int64_t{_cfg.presence_ttl_s} * 1000);
     std::string ck = _names->connection_key(user), ok = _names->connection_owners_key(user);
     std::string_view argv[] = {"EVAL", backplane::unregister_script, "2", ck, ok, _owner, cutoff, _owner_prefix};
-    if (_redis[redis_cmd].s->command(std::span<const std::string_view>(argv), make_token(rtok::unregister, id))) {
+    backplane::redis_session* s = cmd_for(ck);
+    if (s && s->command(std::span<const std::string_view>(argv), make_token(rtok::unregister, id))) {
         bump(_stats.redis_presence_writes);
         _unregistering.emplace(id, std::string(user));
     }
@@ -460,16 +718,23 @@ void worker::presence_refresh_start() {
 }
 
 void worker::presence_pump() {
-    constexpr size_t budget = 256 * 1024;     // bytes of commands per slice
+    constexpr size_t budget = 256 * 1024;     // bytes of commands per slice (per node)
     constexpr size_t members_per_command = 512;
-    backplane::redis_session& s = *_redis[redis_cmd].s;
+    auto busy = [&] {
+        for (auto& n : _rnodes) {
+            if (n->c[redis_cmd].s->output_size() >= budget) {
+                return true;
+            }
+        }
+        return false;
+    };
     int64_t wall = wall_ms();
     std::string score = std::to_string(wall);
     std::string cutoff = std::to_string(wall - int64_t{_cfg.presence_ttl_s} * 1000);
     std::vector<std::string> members;
     std::vector<std::string_view> argv;
     std::unordered_set<std::string_view> seen;
-    while (_refresh_room_i < _refresh_rooms.size() && s.output_size() < budget) {
+    while (_refresh_room_i < _refresh_rooms.size() && !busy()) {
         const std::string& room = _refresh_rooms[_refresh_room_i++];
         std::span<const backplane::conn_id> conns = _rooms.members(room);
         if (conns.empty()) {
@@ -497,7 +762,7 @@ void worker::presence_pump() {
         presence_write({"PEXPIRE", key, _ttl_ms_str});
     }
     std::string set = _names->server_connections_key(_cfg.server_id);
-    while (_refresh_user_i < _refresh_users.size() && s.output_size() < budget) {
+    while (_refresh_user_i < _refresh_users.size() && !busy()) {
         size_t end = std::min(_refresh_users.size(), _refresh_user_i + members_per_command);
         argv.assign({"SADD", set});
         for (size_t i = _refresh_user_i; i < end; ++i) {
