@@ -61,9 +61,8 @@ class RedisServer:
         (an error reply raises). Binary-safe, unlike redis-cli's output."""
         parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
         req = b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s, s.makefile("rb") as f:
             s.sendall(req)
-            f = s.makefile("rb")
 
             def read():
                 line = f.readline()
