@@ -54,3 +54,8 @@ launch_server() {
   tail -n 20 "$log" >&2
   exit 2
 }
+
+# json_field KEY < json  -> the value of the first "KEY" in a flat JSON object, or empty.
+json_field() {
+  sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p" | head -n 1
+}

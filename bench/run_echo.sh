@@ -98,10 +98,6 @@ start_server() {
   esac
 }
 
-json_field() { # json_field KEY < json  -> value or empty
-  sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p" | head -n 1
-}
-
 median() { # median of the numbers given as arguments; FAIL if any is not a number
   local v
   for v in "$@"; do

@@ -128,7 +128,9 @@ void client_loop::start_connect() {
     c.started_ns = _now;
     c.deadline_ns = _now + _cfg.connect_timeout_ns;
 
-    const target& t = *_cfg.dest;
+    const target* chosen = _handler.connect_target(c);
+    c.dest = chosen ? chosen : _cfg.dest;
+    const target& t = *c.dest;
     c.fd = socket(t.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c.fd < 0) {
         const int err = errno;
@@ -188,7 +190,7 @@ void client_loop::on_connect(connection& c, int res) {
     c.state = conn_state::handshaking;
     const std::string path = _handler.request_target(c);
     const handshake_request req =
-        make_handshake_request(_cfg.dest->host_header, path.empty() ? _cfg.dest->path : path, _rng);
+        make_handshake_request(c.dest->host_header, path.empty() ? c.dest->path : path, _rng);
     c.expected = req.expected;
     outbox(c).append(req.bytes.data(), req.bytes.size());
 }

@@ -37,9 +37,16 @@ public:
     virtual void on_message(connection& c, const message_info& m) = 0;
     // Always called exactly once per opened slot, before the slot is reused.
     virtual void on_closed(connection& c) = 0;
+    // Called once per connection when its TCP connect starts. May tag the
+    // connection (c.user) and return another destination than the loop's
+    // (which must outlive the loop); nullptr keeps the loop's.
+    virtual const target* connect_target(connection& c) {
+        (void)c;
+        return nullptr;
+    }
     // Called once per connection when its upgrade request is built (TCP is
     // up). May tag the connection (c.user) and return the request target to
-    // send instead of the URL's path; empty keeps the URL's.
+    // send instead of the destination's path; empty keeps it.
     virtual std::string request_target(connection& c) {
         (void)c;
         return {};

@@ -15,6 +15,8 @@
 
 namespace wsbench {
 
+struct target;  // url.h
+
 enum class conn_state : uint8_t {
     free,        // slot unused
     connecting,  // TCP connect in flight
@@ -65,6 +67,7 @@ struct connection {
     raw_reader raw;                   // fixed-size messages (raw mode)
     uint32_t inflight = 0;            // scenario: messages sent, not yet echoed
     uint64_t user = 0;                // scenario-defined
+    const target* dest = nullptr;    // where it connects (loop's, or the handler's choice)
 };
 
 } // namespace wsbench

@@ -29,6 +29,16 @@ void sleep_until_ns(uint64_t t) {
     }
 }
 
+// Summed utime + stime of every server process, or -1 if none or one cannot be read.
+double servers_cpu_seconds(const std::vector<pid_t>& pids) {
+    double sum = pids.empty() ? -1 : 0;
+    for (pid_t p : pids) {
+        const double s = read_cpu_seconds(p);
+        sum = s < 0 || sum < 0 ? -1 : sum + s;
+    }
+    return sum;
+}
+
 } // namespace
 
 int run_fanout(const fanout_options& opt) {
@@ -62,6 +72,7 @@ int run_fanout(const fanout_options& opt) {
         return 2;
     }
     const target dest = resolve_target(opt.url);
+    const target pub_dest = resolve_target(opt.publish_url.empty() ? opt.url : opt.publish_url);
     const payload_template tmpl(opt.size);
     const std::vector<int> cpus = parse_cpu_list(opt.cpus);
     if (!cpus.empty()) {
@@ -85,7 +96,7 @@ int run_fanout(const fanout_options& opt) {
     std::vector<std::unique_ptr<fanout_worker>> workers;
     std::vector<std::thread> pool;
     for (unsigned i = 0; i < threads; ++i) {
-        workers.push_back(std::make_unique<fanout_worker>(opt, dest, tmpl, ctl, i, threads));
+        workers.push_back(std::make_unique<fanout_worker>(opt, dest, pub_dest, tmpl, ctl, i, threads));
     }
     for (auto& w : workers) {
         pool.emplace_back([&w] { w->run(); });
@@ -112,6 +123,9 @@ int run_fanout(const fanout_options& opt) {
     if (setup_failed) {
         ctl.abort.store(true);
     } else {
+        if (opt.settle_s > 0) {
+            sleep_until_ns(now_ns() + seconds_to_ns(opt.settle_s));
+        }
         const uint64_t start = now_ns();
         ctl.warmup_end = start + seconds_to_ns(opt.warmup_s);
         ctl.measure_end = ctl.warmup_end + seconds_to_ns(opt.duration_s);
@@ -121,13 +135,17 @@ int run_fanout(const fanout_options& opt) {
         sleep_until_ns(ctl.warmup_end);
         window_start = now_ns();
         cpu0 = self_cpu_seconds();
-        server_cpu0 = opt.pid > 0 ? read_cpu_seconds(opt.pid) : -1;
+        server_cpu0 = servers_cpu_seconds(opt.pids);
         sleep_until_ns(ctl.measure_end);
         window_end = now_ns();
     }
     const double cpu1 = self_cpu_seconds();
-    const double server_cpu1 = opt.pid > 0 ? read_cpu_seconds(opt.pid) : -1;
-    const int64_t server_rss = opt.pid > 0 ? read_rss_bytes(opt.pid) : -1;
+    const double server_cpu1 = servers_cpu_seconds(opt.pids);
+    int64_t server_rss = opt.pids.empty() ? -1 : 0;
+    for (pid_t p : opt.pids) {
+        const int64_t rss = read_rss_bytes(p);
+        server_rss = rss < 0 || server_rss < 0 ? -1 : server_rss + rss;
+    }
     for (auto& t : pool) {
         t.join();
     }
@@ -173,7 +191,7 @@ int run_fanout(const fanout_options& opt) {
         .add("mb_per_s", deliveries_per_s * static_cast<double>(opt.size) / 1e6, 2)
         .add_latency("latency", all.latency)
         .add("client_cpu_pct", sampled_s > 0 ? 100.0 * (cpu1 - cpu0) / sampled_s : 0.0, 1);
-    if (opt.pid > 0) {
+    if (!opt.pids.empty()) {
         r.add("server_cpu_pct", server_cpu_pct, 1);
         r.add("deliveries_per_server_cpu_s",
               server_cpu_pct > 0 ? deliveries_per_s / (server_cpu_pct / 100.0) : -1.0, 0);

@@ -64,9 +64,9 @@ void fanout_totals::merge(const fanout_totals& o) {
     }
 }
 
-fanout_worker::fanout_worker(const fanout_options& opt, const target& dest, const payload_template& tmpl,
-                             fanout_control& ctl, unsigned index, unsigned threads)
-    : _opt(opt), _dest(dest), _tmpl(tmpl), _ctl(ctl), _index(index), _threads(threads),
+fanout_worker::fanout_worker(const fanout_options& opt, const target& dest, const target& pub_dest,
+                             const payload_template& tmpl, fanout_control& ctl, unsigned index, unsigned threads)
+    : _opt(opt), _dest(dest), _pub_dest(pub_dest), _tmpl(tmpl), _ctl(ctl), _index(index), _threads(threads),
       _per_room(opt.subscribers + opt.publishers) {
     const uint64_t total = static_cast<uint64_t>(opt.rooms) * _per_room;
     const uint32_t P = opt.publishers;
@@ -291,18 +291,28 @@ void fanout_worker::verdict() {
     }
 }
 
-std::string fanout_worker::request_target(connection& c) {
+const target* fanout_worker::connect_target(connection& c) {
+    // Members are bound to connections when they dial, so a publisher can dial
+    // another gateway than the subscribers (--publish-url).
     if (_next_member >= _members.size()) {
-        return {}; // more slots than members: cannot happen (slab size == members)
+        return nullptr; // more slots than members: cannot happen (slab size == members)
     }
     const size_t idx = _next_member++;
     member& m = _members[idx];
     c.user = idx + 1;
     m.conn = &c;
+    return m.is_pub ? &_pub_dest : &_dest;
+}
+
+std::string fanout_worker::request_target(connection& c) {
+    if (c.user == 0 || c.user > _members.size()) {
+        return {};
+    }
+    member& m = _members[c.user - 1];
     if (!_opt.user_param && _opt.token.empty()) {
         return {};
     }
-    std::string path = _dest.path;
+    std::string path = c.dest->path;
     char sep = path.find('?') == std::string::npos ? '?' : '&';
     if (_opt.user_param) {
         path += sep;

@@ -93,12 +93,13 @@ struct fanout_totals {
 
 class fanout_worker final : public loop_handler {
 public:
-    fanout_worker(const fanout_options& opt, const target& dest, const payload_template& tmpl,
+    fanout_worker(const fanout_options& opt, const target& dest, const target& pub_dest, const payload_template& tmpl,
                   fanout_control& ctl, unsigned index, unsigned threads);
 
     void run() noexcept;
     [[nodiscard]] const fanout_totals& totals() const noexcept { return _t; }
 
+    const target* connect_target(connection& c) override;
     std::string request_target(connection& c) override;
     void on_open(connection& c) override;
     void on_message(connection& c, const message_info& m) override;
@@ -144,6 +145,7 @@ private:
 
     const fanout_options& _opt;       // run options
     const target& _dest;              // resolved URL
+    const target& _pub_dest;          // publishers' (--publish-url, else the same)
     const payload_template& _tmpl;    // filler of the publications
     fanout_control& _ctl;             // shared phases and final counts
     unsigned _index;                  // worker number

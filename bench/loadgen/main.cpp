@@ -103,7 +103,14 @@ int main(int argc, char** argv) {
                         "after the window, wait for the last acks and deliveries until nothing "
                         "arrived for this many seconds (hard limit 30 + 10x)")
         ->check(CLI::NonNegativeNumber);
-    fan_cmd->add_option("--pid", fan.pid, "server PID: also report its CPU % and RSS");
+    fan_cmd->add_option("--pid", fan.pids,
+                        "server PID(s), comma-separated: also report their CPU % and RSS (summed)")
+        ->delimiter(',');
+    fan_cmd->add_option("--publish-url", fan.publish_url,
+                        "publishers connect here, subscribers to --url (fan-out across gateways)");
+    fan_cmd->add_option("--settle", fan.settle_s,
+                        "seconds to wait after every member joined, before traffic (backplane subscriptions)")
+        ->check(CLI::NonNegativeNumber);
     fan_cmd->add_flag("--user-param", fan.user_param,
                       "append user=u<N> to each connection's URL (distinct users in anonymous mode)");
     fan_cmd->add_option("--token", fan.token, "append token=TOKEN to every connection's URL");

@@ -17,6 +17,7 @@
 #include "client_loop.h"
 
 #include <string>
+#include <vector>
 #include <sys/types.h>
 
 namespace wsbench {
@@ -66,7 +67,9 @@ struct fanout_options : common_options {
     double duration_s = 10;       // measured window
     double warmup_s = 1;          // traffic before the window, not recorded
     double drain_s = 3;           // after the window: give up when nothing arrived for this long
-    pid_t pid = 0;                // server PID for CPU/RSS, 0 = none
+    std::vector<pid_t> pids;      // server PIDs for CPU/RSS (summed: a fleet on one box), empty = none
+    std::string publish_url;      // publishers connect here instead of --url (cross-gateway fan-out)
+    double settle_s = 0;          // after every member joined, wait this long before traffic
     bool user_param = false;      // append user=u<N> to each connection's URL
     std::string token;            // append token=<token> when not empty
 };

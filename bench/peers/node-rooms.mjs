@@ -18,14 +18,44 @@
 // same string is handed to ws.send for every member. No batching, no
 // permessage-deflate (the load generator does not offer it anyway).
 //
-// Usage: node node-rooms.mjs PORT [HOST]     (HOST defaults to 127.0.0.1)
+// With --redis URL it is the seed's fleet design ("Room-Based Broadcasting" with
+// Redis pub/sub, node-redis v4 as in the seed): a publisher and a subscriber
+// client per process; the first local member of a room SUBSCRIBEs room:{id}
+// (SADD room:{id}:members as the seed does); `publish` PUBLISHes the push to
+// room:{id} and acks once Redis answered; every local member — the sender's
+// included — gets it from the subscription. So several processes behind one
+// Redis are one fleet, for wsgate-bench fanout --publish-url.
+//
+// Usage: node node-rooms.mjs PORT [HOST] [--redis redis://HOST:PORT]   (HOST defaults to 127.0.0.1)
 import { WebSocketServer, WebSocket } from 'ws';
 
-const port = Number.parseInt(process.argv[2] ?? '', 10);
-const host = process.argv[3] ?? '127.0.0.1';
-if (!Number.isInteger(port) || port <= 0 || port > 65535) {
-  console.error('usage: node node-rooms.mjs PORT [HOST]');
+const args = process.argv.slice(2);
+let redisUrl = null;
+const ri = args.indexOf('--redis');
+if (ri >= 0) {
+  redisUrl = args[ri + 1];
+  args.splice(ri, 2);
+}
+const port = Number.parseInt(args[0] ?? '', 10);
+const host = args[1] ?? '127.0.0.1';
+if (!Number.isInteger(port) || port <= 0 || port > 65535 || (ri >= 0 && !redisUrl)) {
+  console.error('usage: node node-rooms.mjs PORT [HOST] [--redis redis://HOST:PORT]');
   process.exit(2);
+}
+
+// Redis clients (seed design), only with --redis.
+let publisher = null;
+let subscriber = null;
+let redisClient = null;
+if (redisUrl) {
+  const { createClient } = await import('redis');
+  publisher = createClient({ url: redisUrl });
+  subscriber = publisher.duplicate();
+  redisClient = publisher.duplicate();
+  for (const c of [publisher, subscriber, redisClient]) {
+    c.on('error', (err) => console.error(`redis: ${err.message}`));
+    await c.connect();
+  }
 }
 
 const MAX_NAME = 128; // bytes, as wsgate (protocol/message.h)
@@ -34,11 +64,37 @@ const MAX_NAME = 128; // bytes, as wsgate (protocol/message.h)
 const rooms = new Map();
 let nextAnon = 0;
 
+/** @type {Map<string, Promise<void>>} room -> its last (un)subscribe, to keep them in order */
+const subscriptionOps = new Map();
+
+function toLocalMembers(room, message) {
+  const members = rooms.get(room);
+  if (members === undefined) {
+    return;
+  }
+  for (const member of members) {
+    if (member.readyState === WebSocket.OPEN) {
+      member.send(message);
+    }
+  }
+}
+
 function join(ws, room) {
   let members = rooms.get(room);
   if (members === undefined) {
     members = new Set();
     rooms.set(room, members);
+    if (subscriber) {
+      // Subscribe to the room channel on the first local member (seed). Chained
+      // after a pending unsubscribe of the same room, which would otherwise
+      // remove the new listener when it completes.
+      const prev = subscriptionOps.get(room) ?? Promise.resolve();
+      subscriptionOps.set(room, prev.then(
+        () => subscriber.subscribe(`room:${room}`, (message) => toLocalMembers(room, message))).catch(() => {}));
+    }
+  }
+  if (redisClient) {
+    redisClient.sAdd(`room:${room}:members`, ws.user).catch(() => {});
   }
   members.add(ws);
   ws.rooms.add(room);
@@ -50,6 +106,10 @@ function leave(ws, room) {
     members.delete(ws);
     if (members.size === 0) {
       rooms.delete(room);
+      if (subscriber) {
+        const prev = subscriptionOps.get(room) ?? Promise.resolve();
+        subscriptionOps.set(room, prev.then(() => subscriber.unsubscribe(`room:${room}`)).catch(() => {}));
+      }
     }
   }
   ws.rooms.delete(room);
@@ -125,11 +185,14 @@ function onMessage(ws, raw, isBinary) {
         return;
       }
       const message = JSON.stringify({ type: 'message', room: msg.room, from: ws.user, data: msg.data });
-      for (const member of rooms.get(msg.room)) {
-        if (member.readyState === WebSocket.OPEN) {
-          member.send(message);
-        }
+      if (publisher) {
+        // Through Redis, local members included (seed): ack once Redis took it.
+        publisher.publish(`room:${msg.room}`, message).then(
+          () => ack(ws, id),
+          () => fail(ws, id, 'unavailable', 'redis publish failed'));
+        return;
       }
+      toLocalMembers(msg.room, message);
       ack(ws, id);
       return;
     }

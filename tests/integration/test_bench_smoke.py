@@ -2,7 +2,8 @@
 
 Not a performance test (no number is asserted): it checks that the load generator
 connects, upgrades, echoes without a corrupt payload and reports JSON, for each
-scenario (echo, idle, handshake, fanout), and that the raw-TCP ceiling server echoes too.
+scenario (echo, idle, handshake, fanout, fanout across two gateways and Redis), and that the
+raw-TCP ceiling server echoes too.
 Skipped where the benchmark tools are not built (the sanitizer build).
 """
 
@@ -11,6 +12,7 @@ import os
 import subprocess
 import unittest
 
+from test_redis import REDIS, RedisServer
 from wsgate_fixture import Gateway, free_port
 
 BENCH = os.environ.get("WSGATE_BENCH_BIN", "")
@@ -79,6 +81,30 @@ class BenchSmoke(unittest.TestCase):
         finally:
             rc = gw.stop()
             self.assertEqual(rc, 0, gw.log_text())
+
+    @unittest.skipUnless(REDIS, "redis-server not installed")
+    def test_fanout_across_gateways(self):
+        # --publish-url: publishers on gateway A, subscribers on gateway B, one Redis
+        # between them (bench/run_backplane.sh); exactly once and in order over Redis.
+        redis = RedisServer().start()
+        url = f"redis://127.0.0.1:{redis.port}"
+        a = Gateway("--rate-limit", "0", "--redis", url, "--server-id", "A", threads=2).start()
+        b = Gateway("--rate-limit", "0", "--redis", url, "--server-id", "B", threads=2).start()
+        try:
+            r = run_json("fanout", "--rooms", "3", "--subscribers", "20", "--size", "100", "--duration", "0.5",
+                         "--warmup", "0.1", "--threads", "2", "--user-param", "--rate", "1500", "--settle", "0.3",
+                         "--url", f"ws://127.0.0.1:{b.port}/ws", "--publish-url", f"ws://127.0.0.1:{a.port}/ws",
+                         "--pid", f"{a.proc.pid},{b.proc.pid},{redis.proc.pid}")
+            self.assertGreater(r["publications_total"], 0)
+            self.assertEqual(r["deliveries_total"], r["publications_total"] * 20)
+            self.assertGreater(r["server_rss_bytes"], 0)
+            for k in ("lost", "duplicates", "out_of_order", "misrouted", "bad_payloads", "malformed",
+                      "server_errors", "errors"):
+                self.assertEqual(r[k], 0, k)
+        finally:
+            for g in (a, b):
+                self.assertEqual(g.stop(), 0, g.log_text())
+            redis.stop()
 
     @unittest.skipUnless(RAW and os.path.exists(RAW), "raw-echo-server not built")
     def test_raw_ceiling_server(self):
