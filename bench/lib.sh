@@ -5,6 +5,21 @@
 
 declare -A PID
 
+# default_cpus: SERVER_CPUS and CLIENT_CPUS, unless set: on <= 3 CPUs the server gets CPU 0 and
+# the load generator the rest, otherwise each gets half. Sets NCPU.
+default_cpus() {
+  NCPU=$(nproc)
+  if [[ -z "$SERVER_CPUS" ]]; then
+    if [[ $NCPU -le 3 ]]; then SERVER_CPUS=0; else SERVER_CPUS="0-$((NCPU / 2 - 1))"; fi
+  fi
+  if [[ -z "$CLIENT_CPUS" ]]; then
+    if [[ $NCPU -eq 1 ]]; then CLIENT_CPUS=0
+    elif [[ $NCPU -le 3 ]]; then CLIENT_CPUS="1-$((NCPU - 1))"
+    else CLIENT_CPUS="$((NCPU / 2))-$((NCPU - 1))"; fi
+    [[ "$CLIENT_CPUS" == "1-1" ]] && CLIENT_CPUS=1
+  fi
+}
+
 # stop_servers: SIGTERM every server, give each 3 s, then SIGKILL.
 stop_servers() {
   local name pid

@@ -108,16 +108,9 @@ cpu_count() {
   echo "$n"
 }
 
-NCPU=$(nproc)
-if [[ -z "$SERVER_CPUS" ]]; then
-  if [[ $NCPU -le 3 ]]; then SERVER_CPUS=0; else SERVER_CPUS="0-$((NCPU / 2 - 1))"; fi
-fi
-if [[ -z "$CLIENT_CPUS" ]]; then
-  if [[ $NCPU -eq 1 ]]; then CLIENT_CPUS=0
-  elif [[ $NCPU -le 3 ]]; then CLIENT_CPUS="1-$((NCPU - 1))"
-  else CLIENT_CPUS="$((NCPU / 2))-$((NCPU - 1))"; fi
-  [[ "$CLIENT_CPUS" == "1-1" ]] && CLIENT_CPUS=1
-fi
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+default_cpus
 WSGATE_THREADS=${WSGATE_THREADS:-$(cpu_count "$SERVER_CPUS")}
 CLIENT_THREADS=${CLIENT_THREADS:-$(cpu_count "$CLIENT_CPUS")}
 if [[ $NCPU -lt 2 ]]; then
@@ -143,9 +136,6 @@ done
 for layout in $LAYOUTS; do
   [[ "$layout" =~ ^[0-9]+x[0-9]+$ ]] || die "bad layout '$layout' (expected ROOMSxSUBSCRIBERS, e.g. 100x100)"
 done
-
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
 
 # start_server NAME PORT: starts it pinned, waits until the port accepts.
 start_server() {

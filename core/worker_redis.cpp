@@ -84,7 +84,7 @@ void worker::redis_add_node(std::string_view host, uint16_t port) {
         o.sharded = cluster();
         o.seed = _rng();
         n->c[which].s = std::make_unique<backplane::redis_session>(o);
-        n->c[which].rbuf = std::make_unique<uint8_t[]>(redis_rbuf);
+        n->c[which].rbuf = std::make_unique_for_overwrite<uint8_t[]>(redis_rbuf(which));
     }
     _rnodes.push_back(std::move(n));
 }
@@ -217,7 +217,7 @@ void worker::redis_handle(op o, uint32_t idx, uint32_t gen, int res) {
     }
     if (!r.recv_armed && r.s->connected()) {
         io_uring_sqe* sqe = get_sqe();
-        io_uring_prep_recv(sqe, r.fd, r.rbuf.get(), redis_rbuf, 0);
+        io_uring_prep_recv(sqe, r.fd, r.rbuf.get(), redis_rbuf(which), 0);
         io_uring_sqe_set_data64(sqe, pack(op::redis_recv, idx, r.gen));
         r.recv_armed = true;
     }
