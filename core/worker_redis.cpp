@@ -241,7 +241,7 @@ void worker::redis_events(uint32_t node, unsigned which) {
             break;
         case backplane::redis_event_kind::subscribe_error:
             bump(_stats.redis_errors);
-            if (ev.redirect.valid && cluster()) {
+            if (ev.redirect.valid && !ev.redirect.ask && cluster()) {
                 cluster_follow(ev.redirect);
             }
             _cmap_wanted = cluster();
@@ -468,7 +468,12 @@ void worker::redis_reply(const backplane::redis_event& ev) {
     uint64_t id = ev.token & ((uint64_t{1} << 56) - 1);
     bool error = ev.type == backplane::redis_type::error;
     if (error && ev.redirect.valid && cluster() && kind != rtok::publish) {
-        cluster_follow(ev.redirect);  // the write is redone by the next presence pass
+        // -MOVED patches the map; -ASK is one-shot (a slot being migrated) and only
+        // asks for a new map. Either way a presence write is redone by the pass
+        // the map change starts, and a query answers without this part.
+        if (!ev.redirect.ask) {
+            cluster_follow(ev.redirect);
+        }
         _cmap_wanted = true;
     }
     switch (kind) {
