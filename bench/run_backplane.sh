@@ -22,6 +22,9 @@
 #   --inflight K        single-node flat-out window per room (default 32)
 #   --fractions "F ..." fleet rates as fractions of the single node's maximum (default "0.5 0.7 0.85 1.0")
 #   --p99-max MS        also require p99 <= MS for the sustained rate (default: no bound)
+#   --cluster           the fleet's Redis is a 3-master Redis Cluster (redis-cli --cluster create;
+#                       wsgate with redis+cluster://, SPUBLISH/SSUBSCRIBE); Node is skipped (the
+#                       seed's design has no cluster mode)
 #   --duration S        measured seconds per run (default 4)
 #   --warmup S          warmup seconds per run (default 1)
 #   --server-cpus LIST  CPUs for every server process (default 0 on <= 3 CPUs, else the lower half)
@@ -39,6 +42,7 @@ SIZE=16
 INFLIGHT=32
 FRACTIONS="0.5 0.7 0.85 1.0"
 P99_MAX=0
+CLUSTER=0
 DURATION=4
 WARMUP=1
 SERVER_CPUS=""
@@ -58,6 +62,7 @@ while [[ $# -gt 0 ]]; do
     --inflight) INFLIGHT=${2:?}; shift 2 ;;
     --fractions) FRACTIONS=${2:?}; shift 2 ;;
     --p99-max) P99_MAX=${2:?}; shift 2 ;;
+    --cluster) CLUSTER=1; shift ;;
     --duration) DURATION=${2:?}; shift 2 ;;
     --warmup) WARMUP=${2:?}; shift 2 ;;
     --server-cpus) SERVER_CPUS=${2:?}; shift 2 ;;
@@ -112,14 +117,64 @@ start() {
   read -r -a extra <<< "$WSGATE_ARGS"
   case "$family" in
     wsgate) launch_server "$name" "$port" taskset -c "$SERVER_CPUS" "$WSGATE_BIN" --listen "127.0.0.1:$port" \
-              --threads "$THREADS" "${extra[@]}" ${redis:+--redis "redis://127.0.0.1:$redis" --server-id "$name"} ;;
+              --threads "$THREADS" "${extra[@]}" ${redis:+--redis "$REDIS_SCHEME://127.0.0.1:$redis" --server-id "$name"} ;;
     node) launch_server "$name" "$port" taskset -c "$SERVER_CPUS" "$NODE_BIN" "$ROOT/bench/peers/node-rooms.mjs" \
             "$port" 127.0.0.1 ${redis:+--redis "redis://127.0.0.1:$redis"} ;;
   esac
 }
 
-rstat() { # rstat PORT FIELD -> a number from INFO
-  redis-cli -p "$1" INFO all | tr -d '\r' | sed -n "s/^$2:\([0-9]*\).*/\1/p" | head -n 1
+REDIS_SCHEME=redis
+[[ $CLUSTER -eq 0 ]] || REDIS_SCHEME=redis+cluster
+REDIS_PORTS=()
+
+# start_redis PORT: one redis-server, or with --cluster three masters on PORT.. joined into a
+# cluster; fills REDIS_PORTS.
+start_redis() {
+  local base=$1 p
+  REDIS_PORTS=()
+  if [[ $CLUSTER -eq 0 ]]; then
+    launch_server redis "$base" taskset -c "$SERVER_CPUS" "$REDIS_BIN" --port "$base" --bind 127.0.0.1 \
+      --save "" --appendonly no
+    REDIS_PORTS=("$base")
+    return
+  fi
+  for p in "$base" "$((base + 1))" "$((base + 2))"; do
+    mkdir -p "$OUT_DIR/redis-$p"
+    rm -f "$OUT_DIR/redis-$p/nodes.conf"
+    launch_server "redis-$p" "$p" taskset -c "$SERVER_CPUS" "$REDIS_BIN" --port "$p" --bind 127.0.0.1 \
+      --save "" --appendonly no --cluster-enabled yes --cluster-config-file "$OUT_DIR/redis-$p/nodes.conf"
+    REDIS_PORTS+=("$p")
+  done
+  redis-cli --cluster create "${REDIS_PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes \
+    >"$OUT_DIR/cluster-create.log" 2>&1 || die "redis-cli --cluster create failed (see $OUT_DIR/cluster-create.log)"
+  for _ in $(seq 1 100); do
+    redis-cli -p "$base" CLUSTER INFO | grep -q cluster_state:ok && return
+    sleep 0.1
+  done
+  die "the cluster did not converge"
+}
+
+redis_pids() { # comma list of the redis-server pids
+  local n out=""
+  for n in "${!PID[@]}"; do [[ "$n" == redis* ]] && out+="${out:+,}${PID[$n]}"; done
+  echo "$out"
+}
+
+rsum() { # rsum FIELD -> sum over the Redis nodes of a number from INFO ("name:" or "name:key=")
+  local p t=0 v
+  for p in "${REDIS_PORTS[@]}"; do
+    v=$(redis-cli -p "$p" INFO all | tr -d '\r' | sed -n "s/^$1[:=]\([0-9]*\).*/\1/p" | head -n 1)
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
+
+cpu_ticks() { # cpu_ticks PID,PID.. -> utime + stime summed, in clock ticks
+  local p t=0
+  for p in ${1//,/ }; do
+    t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+  done
+  echo "$t"
 }
 
 FAILED=0
@@ -163,25 +218,33 @@ for family in "${SERVER_LIST[@]}"; do
     s_p99=$(echo "$LAST_OUT" | json_field latency_us_p99)
     echo "   single: $s_dps deliveries/s, $s_core per core, p99 $s_p99 us" >&2
     stop_servers
-    # --- fleet: Redis + A + B
-    rport=$((port + 1))
-    launch_server "redis" "$rport" taskset -c "$SERVER_CPUS" "$REDIS_BIN" --port "$rport" --bind 127.0.0.1 \
-      --save "" --appendonly no
+    # --- fleet: Redis (or a 3-master cluster) + A + B
+    if [[ $CLUSTER -eq 1 && "$family" != wsgate ]]; then
+      echo "   ($family has no Redis Cluster mode: fleet skipped)" >&2
+      continue
+    fi
+    rport=$((port + 100))
+    start_redis "$rport"
     start "$family" "$family-A" "$((port + 2))" "$rport"
     start "$family" "$family-B" "$((port + 3))" "$rport"
-    pids="${PID[$family-A]},${PID[$family-B]},${PID[redis]}"
+    rpids=$(redis_pids)
+    pids="${PID[$family-A]},${PID[$family-B]},$rpids"
     best=""
     for f in $FRACTIONS; do
       rate=$(awk -v r="$s_pps" -v f="$f" 'BEGIN { v = r * f; if (v < 1) v = 1; printf "%d", v }')
-      redis-cli -p "$rport" CONFIG RESETSTAT >/dev/null
-      c0=$(rstat "$rport" total_commands_processed)
+      for p in "${REDIS_PORTS[@]}"; do redis-cli -p "$p" CONFIG RESETSTAT >/dev/null; done
+      c0=$(rsum total_commands_processed)
+      t0=$(cpu_ticks "$rpids"); w0=$(date +%s.%N)
       if ! bench "$family fleet $layout x$f" --url "ws://127.0.0.1:$((port + 3))/ws" \
            --publish-url "ws://127.0.0.1:$((port + 2))/ws" --rooms "$rooms" --subscribers "$subs" \
            --rate "$rate" --inflight $((INFLIGHT * 4)) --settle 0.5 --pid "$pids"; then
         FAILED=1; continue
       fi
-      c1=$(rstat "$rport" total_commands_processed)
-      npub=$(redis-cli -p "$rport" INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_publish:calls=\([0-9]*\).*/\1/p')
+      t1=$(cpu_ticks "$rpids"); w1=$(date +%s.%N)
+      rcpu=$(awk -v a="$t0" -v b="$t1" -v x="$w0" -v y="$w1" -v hz="$(getconf CLK_TCK)" \
+               'BEGIN { printf "%.1f", 100 * (b - a) / hz / (y - x) }')
+      c1=$(rsum total_commands_processed)
+      npub=$(( $(rsum cmdstat_publish:calls) + $(rsum cmdstat_spublish:calls) ))
       dps=$(echo "$LAST_OUT" | json_field deliveries_per_s)
       core=$(echo "$LAST_OUT" | json_field deliveries_per_server_cpu_s)
       p50=$(echo "$LAST_OUT" | json_field latency_us_p50)
@@ -193,8 +256,9 @@ for family in "${SERVER_LIST[@]}"; do
       ok=$(awk -v d="$dps" -v r="$rate" -v s="$subs" -v q="$p99" -v m="$P99_MAX" -v l="$lost" \
              'BEGIN { print (d >= 0.95 * r * s && (m == 0 || q <= m * 1000) && l == 0) ? "yes" : "no" }')
       echo "   fleet x$f ($rate pub/s): $dps deliveries/s, $core per core, p50 $p50 us, p99 $p99 us," \
-           "lost $lost, $ppp PUBLISH and $cpp Redis commands/publication, sustained: $ok" >&2
-      ROWS+=("| $family | $layout | $f | $rate | $dps | $core | $(awk -v u="$p50" 'BEGIN{printf "%.2f", u/1000}') | $(awk -v u="$p99" 'BEGIN{printf "%.2f", u/1000}') | $ppp | $cpp | $ok |")
+           "lost $lost, Redis CPU $rcpu % (over the whole run), $ppp PUBLISH and $cpp Redis commands/publication," \
+           "sustained: $ok" >&2
+      ROWS+=("| $family | $layout | $f | $rate | $dps | $core | $(awk -v u="$p50" 'BEGIN{printf "%.2f", u/1000}') | $(awk -v u="$p99" 'BEGIN{printf "%.2f", u/1000}') | $rcpu | $ppp | $cpp | $ok |")
       [[ "$ok" == yes ]] && best="$dps $core $p99 $f"
     done
     stop_servers
@@ -209,10 +273,10 @@ for family in "${SERVER_LIST[@]}"; do
 done
 
 echo
-echo "Fan-out across two gateways and one Redis vs one gateway: servers on CPUs $SERVER_CPUS ($THREADS thread(s) each), wsgate-bench on CPUs $CLIENT_CPUS, $SIZE B, ${DURATION}s per run (+${WARMUP}s warmup). Fleet CPU = gateway A + gateway B + redis-server."
+echo "Fan-out across two gateways and $([[ $CLUSTER -eq 1 ]] && echo "a 3-master Redis Cluster" || echo "one Redis") vs one gateway: servers on CPUs $SERVER_CPUS ($THREADS thread(s) each), wsgate-bench on CPUs $CLIENT_CPUS, $SIZE B, ${DURATION}s per run (+${WARMUP}s warmup). Fleet CPU = gateway A + gateway B + Redis. Redis CPU % is over the whole run (setup and drain included)."
 echo
-echo "| server | rooms x subs | fraction | publications/s | deliveries/s | deliveries/s per core | p50 ms | p99 ms | PUBLISH/publication | Redis commands/publication | sustained |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+echo "| server | rooms x subs | fraction | publications/s | deliveries/s | deliveries/s per core | p50 ms | p99 ms | Redis CPU % | (S)PUBLISH/publication | Redis commands/publication | sustained |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 printf '%s\n' "${ROWS[@]}"
 echo
 echo "Sustained fleet rate (the highest delivered in full$([[ $P99_MAX == 0 ]] || echo " with p99 <= $P99_MAX ms")) against the single node flat out:"

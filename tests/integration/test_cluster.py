@@ -8,7 +8,7 @@ masters deliver across gateways exactly once (SSUBSCRIBE/SPUBLISH on the owner);
 a backend's SPUBLISH reaches clients verbatim; presence keys are hash-tagged onto
 the channel's node; presence/online answer fleet-wide; a room's slot migrated to
 another master (the steps of a reshard: IMPORTING/MIGRATING, MIGRATE, SETSLOT
-NODE, after which Redis sends `sunsubscribe`) is followed: the gateways
+NODE, after which Redis sends `sunsubscribe`; done by `redis-cli --cluster reshard`) is followed: the gateways
 re-subscribe on the new owner and delivery resumes, publications made around the
 move are all delivered.
 """
@@ -38,6 +38,21 @@ def cluster_port() -> int:
             except OSError:
                 continue
         return p
+
+
+def crc16(data: bytes) -> int:
+    """CRC16-XMODEM, Redis Cluster's key hash."""
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+def tagged_slot(name: str) -> int:
+    """Slot of room:{name} / user:{name} (a name without braces: the tag is the name)."""
+    return crc16(name.encode()) % 16384
 
 
 class RedisCluster:
@@ -99,19 +114,18 @@ class RedisCluster:
                 return next(n for n in self.nodes if n.port == port)
         raise AssertionError(f"slot {slot} not covered")
 
-    def migrate_slot(self, slot: int, dst: RedisServer) -> None:
-        """Move one slot (and its keys) the way redis-cli --cluster reshard does."""
-        src = self.owner(slot)
-        src_id, dst_id = self.node_id(src), self.node_id(dst)
-        dst.call("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
-        src.call("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
-        while True:
-            keys = src.call("CLUSTER", "GETKEYSINSLOT", slot, 100)
-            if not keys:
-                break
-            src.call("MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", *keys)
-        for n in (dst, src, *[n for n in self.nodes if n not in (src, dst)]):
-            n.call("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+    def ranges(self) -> list[tuple[int, int, int]]:
+        """(first slot, last slot, master port) per range."""
+        return [(a, b, m[1]) for a, b, m, *_ in self.nodes[0].call("CLUSTER", "SLOTS")]
+
+    def reshard(self, src: RedisServer, dst: RedisServer, slots: int) -> None:
+        """redis-cli --cluster reshard: moves src's lowest `slots` slots (and their keys) to dst."""
+        out = subprocess.run([REDIS_CLI, "--cluster", "reshard", f"127.0.0.1:{src.port}",
+                              "--cluster-from", self.node_id(src), "--cluster-to", self.node_id(dst),
+                              "--cluster-slots", str(slots), "--cluster-yes"],
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise AssertionError(f"reshard failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
 
     def shardnumsub(self, node: RedisServer, channel: str) -> int:
         r = node.call("PUBSUB", "SHARDNUMSUB", channel)
@@ -206,20 +220,46 @@ class RedisClusterTest(unittest.TestCase):
         # send to a user on the other gateway (user:{id} channel on its own master)
         self.assertEqual(on_a[0].request("send", id=7, user="b2", data="dm")["type"], "ack")
         self.assertEqual(on_b[2].next_push(10)["data"], "dm")
+        # a user with a connection on each gateway gets a `send` on both, once each
+        (dual_a,) = self.clients(self.a, ["dual"], [])
+        (dual_b,) = self.clients(self.b, ["dual"], [])
+        uch = "user:{dual}"
+        self.wait_for(lambda: self.cluster.shardnumsub(self.cluster.owner(self.cluster.slot(uch)), uch) >= 2,
+                      "user:{dual} subscribed by both gateways")
+        self.assertEqual(on_b[1].request("send", id=8, user="dual", data="both")["type"], "ack")
+        for c in (dual_a, dual_b):
+            self.assertEqual(c.next_push(10)["data"], "both")
+            self.assertEqual(c.drain(0.3), [], "once")
+        self.assertEqual(on_a[0].request("online", id="o2", users=["dual"])["users"], ["dual"])
+        dual_a.close()
+        time.sleep(0.3)
+        self.assertEqual(on_a[0].request("online", id="o3", users=["dual"])["users"], ["dual"],
+                         "still online through gateway B")
 
     def test_slot_migration_is_followed(self):
-        rooms = self.rooms_on_each_master()
-        room = rooms[0]
+        # A room whose slot is among the first few of its master's range, so that
+        # `redis-cli --cluster reshard` of that many slots moves it to another master.
+        starts = {a: port for a, _, port in self.cluster.ranges()}
+        room, slot, src_port = None, None, None
+        for i in range(100_000):
+            name = f"mig{i}"
+            sl = tagged_slot(name)
+            first = max(a for a in starts if a <= sl)
+            if sl - first < 16:
+                room, slot, src_port, count = name, sl, starts[first], sl - first + 1
+                break
+        self.assertIsNotNone(room)
         ch = f"room:{{{room}}}"
+        self.assertEqual(self.cluster.slot(ch), slot, "our CRC16 agrees with CLUSTER KEYSLOT")
         (pa,) = self.clients(self.a, ["pa"], [room])
         (qb,) = self.clients(self.b, ["qb"], [room])
         self.wait_for(lambda: self.subscribed(room, 2), "room subscribed by both gateways")
-        slot = self.cluster.slot(ch)
-        src = self.cluster.owner(slot)
+        src = next(n for n in self.cluster.nodes if n.port == src_port)
         dst = next(n for n in self.cluster.nodes if n is not src)
         self.assertEqual(pa.request("publish", id=1, room=room, data=1)["type"], "ack")
         self.assertEqual(qb.next_push(10)["data"], 1)
-        self.cluster.migrate_slot(slot, dst)
+        self.cluster.reshard(src, dst, count)
+        self.assertEqual(self.cluster.owner(slot).port, dst.port, "the room's slot moved")
         # Publications right around the move: sent to the old owner (-MOVED, re-sent)
         # or to the new one once the gateways saw the sunsubscribe and the new map.
         for i in range(2, 12):
