@@ -22,6 +22,11 @@
 #   --inflight K        single-node flat-out window per room (default 32)
 #   --fractions "F ..." fleet rates as fractions of the single node's maximum (default "0.5 0.7 0.85 1.0")
 #   --p99-max MS        also require p99 <= MS for the sustained rate (default: no bound)
+#   --nice N            run gateway A and Redis at nice N (default 0). On a box too small to give
+#                       every process its own core (A, B and Redis share the server CPUs), the
+#                       scheduler's fair share otherwise starves B, the gateway doing the fan-out,
+#                       while A and Redis run in many small slices; nice approximates the
+#                       deployment shape where they are on other cores. Their CPU still counts.
 #   --cluster           the fleet's Redis is a 3-master Redis Cluster (redis-cli --cluster create;
 #                       wsgate with redis+cluster://, SPUBLISH/SSUBSCRIBE); Node is skipped (the
 #                       seed's design has no cluster mode)
@@ -43,6 +48,7 @@ INFLIGHT=32
 FRACTIONS="0.5 0.7 0.85 1.0"
 P99_MAX=0
 CLUSTER=0
+NICE=0
 DURATION=4
 WARMUP=1
 SERVER_CPUS=""
@@ -63,6 +69,7 @@ while [[ $# -gt 0 ]]; do
     --fractions) FRACTIONS=${2:?}; shift 2 ;;
     --p99-max) P99_MAX=${2:?}; shift 2 ;;
     --cluster) CLUSTER=1; shift ;;
+    --nice) NICE=${2:?}; shift 2 ;;
     --duration) DURATION=${2:?}; shift 2 ;;
     --warmup) WARMUP=${2:?}; shift 2 ;;
     --server-cpus) SERVER_CPUS=${2:?}; shift 2 ;;
@@ -113,12 +120,12 @@ done
 
 # start FAMILY NAME PORT [REDIS_PORT]: one server process, pinned to the server CPUs.
 start() {
-  local family=$1 name=$2 port=$3 redis=${4:-} extra
+  local family=$1 name=$2 port=$3 redis=${4:-} niceness=${5:-0} extra
   read -r -a extra <<< "$WSGATE_ARGS"
   case "$family" in
-    wsgate) launch_server "$name" "$port" taskset -c "$SERVER_CPUS" "$WSGATE_BIN" --listen "127.0.0.1:$port" \
+    wsgate) launch_server "$name" "$port" nice -n "$niceness" taskset -c "$SERVER_CPUS" "$WSGATE_BIN" --listen "127.0.0.1:$port" \
               --threads "$THREADS" "${extra[@]}" ${redis:+--redis "$REDIS_SCHEME://127.0.0.1:$redis" --server-id "$name"} ;;
-    node) launch_server "$name" "$port" taskset -c "$SERVER_CPUS" "$NODE_BIN" "$ROOT/bench/peers/node-rooms.mjs" \
+    node) launch_server "$name" "$port" nice -n "$niceness" taskset -c "$SERVER_CPUS" "$NODE_BIN" "$ROOT/bench/peers/node-rooms.mjs" \
             "$port" 127.0.0.1 ${redis:+--redis "redis://127.0.0.1:$redis"} ;;
   esac
 }
@@ -133,7 +140,7 @@ start_redis() {
   local base=$1 p
   REDIS_PORTS=()
   if [[ $CLUSTER -eq 0 ]]; then
-    launch_server redis "$base" taskset -c "$SERVER_CPUS" "$REDIS_BIN" --port "$base" --bind 127.0.0.1 \
+    launch_server redis "$base" nice -n "$NICE" taskset -c "$SERVER_CPUS" "$REDIS_BIN" --port "$base" --bind 127.0.0.1 \
       --save "" --appendonly no
     REDIS_PORTS=("$base")
     return
@@ -141,7 +148,7 @@ start_redis() {
   for p in "$base" "$((base + 1))" "$((base + 2))"; do
     mkdir -p "$OUT_DIR/redis-$p"
     rm -f "$OUT_DIR/redis-$p/nodes.conf"
-    launch_server "redis-$p" "$p" taskset -c "$SERVER_CPUS" "$REDIS_BIN" --port "$p" --bind 127.0.0.1 \
+    launch_server "redis-$p" "$p" nice -n "$NICE" taskset -c "$SERVER_CPUS" "$REDIS_BIN" --port "$p" --bind 127.0.0.1 \
       --save "" --appendonly no --cluster-enabled yes --cluster-config-file "$OUT_DIR/redis-$p/nodes.conf"
     REDIS_PORTS+=("$p")
   done
@@ -225,7 +232,7 @@ for family in "${SERVER_LIST[@]}"; do
     fi
     rport=$((port + 100))
     start_redis "$rport"
-    start "$family" "$family-A" "$((port + 2))" "$rport"
+    start "$family" "$family-A" "$((port + 2))" "$rport" "$NICE"
     start "$family" "$family-B" "$((port + 3))" "$rport"
     rpids=$(redis_pids)
     pids="${PID[$family-A]},${PID[$family-B]},$rpids"
@@ -273,7 +280,7 @@ for family in "${SERVER_LIST[@]}"; do
 done
 
 echo
-echo "Fan-out across two gateways and $([[ $CLUSTER -eq 1 ]] && echo "a 3-master Redis Cluster" || echo "one Redis") vs one gateway: servers on CPUs $SERVER_CPUS ($THREADS thread(s) each), wsgate-bench on CPUs $CLIENT_CPUS, $SIZE B, ${DURATION}s per run (+${WARMUP}s warmup). Fleet CPU = gateway A + gateway B + Redis. Redis CPU % is over the whole run (setup and drain included)."
+echo "Fan-out across two gateways and $([[ $CLUSTER -eq 1 ]] && echo "a 3-master Redis Cluster" || echo "one Redis") vs one gateway: servers on CPUs $SERVER_CPUS ($THREADS thread(s) each), wsgate-bench on CPUs $CLIENT_CPUS, $SIZE B, ${DURATION}s per run (+${WARMUP}s warmup)$([[ $NICE == 0 ]] || echo ", gateway A and Redis at nice $NICE"). Fleet CPU = gateway A + gateway B + Redis. Redis CPU % is over the whole run (setup and drain included)."
 echo
 echo "| server | rooms x subs | fraction | publications/s | deliveries/s | deliveries/s per core | p50 ms | p99 ms | Redis CPU % | (S)PUBLISH/publication | Redis commands/publication | sustained |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
