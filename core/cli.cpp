@@ -63,6 +63,28 @@ int parse_command_line(int argc, char** argv, config& cfg) {
         ->capture_default_str()
         ->check(CLI::Range(1u, 3600000u));
 
+    app.add_option("--drain-delay-ms", cfg.drain_delay_ms,
+                   "graceful shutdown: after SIGTERM, /readyz says 503 and listeners close at once; clients are "
+                   "told to leave only after this delay (load balancers take the gateway out meanwhile)")
+        ->capture_default_str()
+        ->check(CLI::Range(0u, 600000u));
+    app.add_option("--drain-spread-ms", cfg.drain_spread_ms,
+                   "graceful shutdown: server_shutdown + close 1001 go out in batches spread over this time")
+        ->capture_default_str()
+        ->check(CLI::Range(0u, 600000u));
+    app.add_option("--reconnect-jitter-ms", cfg.reconnect_jitter_ms,
+                   "graceful shutdown: each client is told to reconnect after a random 0..this ms")
+        ->capture_default_str()
+        ->check(CLI::Range(0u, 600000u));
+    app.add_option("--close-timeout-ms", cfg.shutdown_timeout_ms,
+                   "graceful shutdown: connections still open this long after their close frame are cut")
+        ->capture_default_str()
+        ->check(CLI::Range(0u, 600000u));
+    app.add_option("--ping-interval-s", cfg.ping_interval_s,
+                   "ping a connection silent for this long; cut it if still silent one interval later (0: off)")
+        ->capture_default_str()
+        ->check(CLI::Range(0u, 86400u));
+
     app.add_option("--jwt-secret", cfg.jwt_secret,
                    "HS256 secret: clients must present a JWT (without it: anonymous development mode)");
     app.add_option("--jwt-leeway-s", cfg.jwt_leeway_s, "clock skew allowed on a token's exp and nbf, in seconds")

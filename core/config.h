@@ -28,7 +28,12 @@ struct config {
     size_t max_header_bytes = 8192;       // request head limit, larger → 431
     unsigned handshake_timeout_ms = 10000;  // --handshake-timeout-ms: slowloris guard
     unsigned close_linger_ms = 2000;      // how long a closing socket waits for the peer's FIN
-    unsigned shutdown_timeout_ms = 3000;  // at SIGTERM: how long closing handshakes may take
+    unsigned shutdown_timeout_ms = 3000;  // --close-timeout-ms: after the last close frame, how long
+                                          // closing handshakes may take before sockets are cut
+    unsigned drain_delay_ms = 5000;       // --drain-delay-ms: SIGTERM → notices start (LB takes us out)
+    unsigned drain_spread_ms = 2000;      // --drain-spread-ms: close connections in batches over this
+    unsigned reconnect_jitter_ms = 5000;  // --reconnect-jitter-ms: server_shutdown reconnect_in_ms in [0, this]
+    unsigned ping_interval_s = 30;        // --ping-interval-s: ping silent connections; 0 = off
     size_t max_outbound_bytes = 16u << 20;  // --max-outbound-bytes: queued output bound per connection
     slow_consumer_policy slow_consumer = slow_consumer_policy::close;  // --slow-consumer
     unsigned recv_buffers = 1024;         // provided buffers per worker (power of two)

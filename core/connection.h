@@ -57,6 +57,8 @@ struct connection {
     bool teardown_queued = false;        // on the worker's teardown list
     bool batch = false;                  // opted in to batched pushes (outlives the session while closing)
     uint8_t timer_list = 0;              // 0 none, 1 handshake, 2 linger
+    bool heard = false;                  // bytes received since the last heartbeat visit
+    bool pinged = false;                 // the last heartbeat visit sent a ping
     bool in_use = false;
 
     bool ops_pending() const { return recv_armed || send_inflight || cancel_inflight; }

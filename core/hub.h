@@ -142,6 +142,9 @@ public:
     // Touched once per upgrade and once per close, never per message.
     std::atomic<uint64_t> connections{0};
 
+    // Set once by main at the first SIGTERM/SIGINT: /readyz answers 503 from then on.
+    std::atomic<bool> draining{false};
+
 private:
     unsigned _n;
     std::unique_ptr<spsc_ring[]> _rings;

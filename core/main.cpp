@@ -1,5 +1,12 @@
 // wsgate entry point: parse flags, open one SO_REUSEPORT listener per worker,
-// start the workers pinned one per CPU, wait for SIGTERM/SIGINT, stop them, exit 0.
+// start the workers pinned one per CPU, wait for SIGTERM/SIGINT, drain, exit 0.
+//
+// Graceful drain (docs/operations.md): at the first SIGTERM/SIGINT /readyz turns
+// 503 and every listener closes; after --drain-delay-ms the clients get a
+// server_shutdown notice (jittered reconnect_in_ms) and a close 1001, in batches
+// over --drain-spread-ms; connections still open --close-timeout-ms later are
+// cut; each worker's Redis presence goes with its connections. A second signal
+// during the drain exits at once (status 1).
 //
 // Signals are blocked in every thread and taken synchronously here with
 // sigwait(), so no handler ever runs on a worker.
@@ -85,6 +92,7 @@ int main(int argc, char** argv) {
     std::vector<std::unique_ptr<worker>> workers;
     std::vector<std::thread> pool;
     std::atomic<int> failed{0};
+    std::atomic<size_t> finished{0};  // workers whose run() returned
     for (unsigned i = 0; i < threads; ++i) {
         workers.push_back(std::make_unique<worker>(i, cpus[i % cpus.size()], fds[i], cfg, shared));
     }
@@ -94,6 +102,7 @@ int main(int argc, char** argv) {
                 failed.store(1);
                 kill(getpid(), SIGUSR1);
             }
+            finished.fetch_add(1);
         });
     }
     // Wait until every worker has its ring up and its accept armed.
@@ -118,8 +127,21 @@ int main(int argc, char** argv) {
     } else {
         status = 1;
     }
+    shared.draining.store(true, std::memory_order_relaxed);
     for (auto& w : workers) {
         w->stop();
+    }
+    if (status == 0) {
+        std::fprintf(stderr, "wsgate: draining (a second signal stops at once)\n");
+        timespec poll{0, 100'000'000};
+        while (finished.load() < workers.size()) {
+            int sig = sigtimedwait(&wait_set, nullptr, &poll);
+            if (sig == SIGTERM || sig == SIGINT) {
+                std::fprintf(stderr, "wsgate: second signal during the drain: exiting now\n");
+                std::fflush(stderr);
+                _exit(1);
+            }
+        }
     }
     for (auto& t : pool) {
         t.join();
@@ -169,6 +191,10 @@ int main(int argc, char** argv) {
             {"redis_queries", &st.redis_queries},
             {"redis_queries_local", &st.redis_queries_local},
             {"redis_redirects", &st.redis_redirects},
+            {"drain_notices", &st.drain_notices},
+            {"drain_cut", &st.drain_cut},
+            {"pings_sent", &st.pings_sent},
+            {"heartbeat_timeouts", &st.heartbeat_timeouts},
         };
         std::string line = "wsgate: worker " + std::to_string(i) + ":";
         for (const auto& [name, value] : counters) {

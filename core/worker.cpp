@@ -32,6 +32,7 @@ constexpr unsigned cq_entries = 65536;   // multishot accept/recv post many CQEs
 constexpr unsigned recv_padding = 64;    // ≥ SIMDJSON_PADDING: parse complete messages in place
 constexpr uint16_t recv_group = 1;
 constexpr long tick_ns = 100'000'000;    // coarse timer sweep: 100 ms
+constexpr uint32_t tick_ms = static_cast<uint32_t>(tick_ns / 1'000'000);
 constexpr size_t cache_buffer_min = 512;          // output buffers recycled through the worker cache:
 constexpr size_t cache_buffer_max = 64 * 1024;    // capacities in [min, max] ...
 constexpr size_t cache_buffers = 256;             // ... up to this many (≤ 16 MiB per worker)
@@ -208,8 +209,9 @@ int worker::run() {
     for (;;) {
         flush();
         _bufs.publish();
-        if (_stopping && _listener_closed && _conns.live() == 0) {
-            break;
+        if (_stopping && _listener_closed && _conns.live() == 0 &&
+            (redis_quiet() || deadline_passed(_stop_deadline + 2000, now_ms()))) {
+            break;  // (Redis: this worker's presence removals written, or 2 s past the close timeout)
         }
         ret = io_uring_submit_and_wait(&_ring, 1);
         reset_arena();
@@ -341,7 +343,7 @@ void worker::on_accept(int res, uint32_t flags) {
     }
     if (res >= 0) {
         int fd = res;
-        if (_stopping) {
+        if (_draining) {
             close(fd);
         } else {
             int one = 1;
@@ -364,12 +366,12 @@ void worker::on_accept(int res, uint32_t flags) {
             _accept_error_logged_ms = now ? now : 1;
             std::fprintf(stderr, "wsgate: worker %u: accept: %s\n", _index, std::strerror(-res));
         }
-        if (!_stopping) {
+        if (!_draining) {
             return;
         }
     }
     if (!_accept_armed) {
-        if (_stopping) {
+        if (_draining) {
             if (!_listener_closed) {
                 close(_listen_fd);
                 _listener_closed = true;
@@ -389,6 +391,7 @@ void worker::on_recv(uint32_t slot, int res, uint32_t flags) {
         unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
         if (res > 0 && (c.phase == conn_phase::handshake || c.phase == conn_phase::websocket) &&
             !c.close_after_flush) {
+            c.heard = true;
             on_data(slot, c, _bufs.buffer(bid), static_cast<size_t>(res));
         }
         // Closing connections discard what they read; the buffer goes back either way.
@@ -456,7 +459,11 @@ void worker::on_handshake_bytes(uint32_t slot, connection& c, const uint8_t* dat
         }
         return;
     case protocol::handshake_action::respond_and_close:
-        if (r.status >= 400) {
+        if (r.target == protocol::endpoint::readyz && _hub.draining.load(std::memory_order_relaxed)) {
+            r.status = 503;  // taken out of rotation: the load balancer stops sending clients
+            r.response = protocol::http_error_response(503, "draining");
+        }
+        if (r.status >= 400 && r.target != protocol::endpoint::readyz) {
             bump(_stats.handshake_failures);
         }
         list_remove(slot, c);
@@ -923,6 +930,8 @@ void worker::maybe_free(uint32_t slot, connection& c) {
     c.target = protocol::endpoint::none;
     c.close_after_flush = false;
     c.batch = false;
+    c.heard = false;
+    c.pinged = false;
     c.phase = conn_phase::handshake;
     c.timer_list = list_none;
     // c.dirty may still be set: flush() skips slots that are not in use, and
@@ -986,14 +995,17 @@ void worker::on_timer() {
         for (uint32_t slot = 0; slot < _conns.capacity(); ++slot) {
             connection& c = _conns[slot];
             if (c.in_use && c.phase != conn_phase::dead) {
+                bump(_stats.drain_cut);
                 abort_conn(slot, c);
                 maybe_free(slot, c);
             }
         }
     }
-    if (!_accept_armed && !_stopping) {
+    if (!_accept_armed && !_draining) {
         arm_accept();
     }
+    drain_step();
+    heartbeat_step();
     drain_inbox();  // safety net: messages queued before this worker's ring fd was published
     if (redis_on()) {
         redis_tick();
@@ -1002,11 +1014,14 @@ void worker::on_timer() {
 }
 
 void worker::on_wake() {
-    if (_stopping) {
+    // SIGTERM/SIGINT (main set hub::draining, so /readyz already answers 503):
+    // no new connections from now on; the connections we hold are told to go
+    // after the drain delay, in batches (drain_step).
+    if (_draining) {
         return;
     }
-    _stopping = true;
-    _stop_deadline = now_ms() + _cfg.shutdown_timeout_ms;
+    _draining = true;
+    _drain_notice_ms = now_ms() + _cfg.drain_delay_ms;
     if (_accept_armed) {
         io_uring_sqe* sqe = get_sqe();
         io_uring_prep_cancel64(sqe, pack(op::accept, 0, 0), 0);
@@ -1015,17 +1030,101 @@ void worker::on_wake() {
         close(_listen_fd);
         _listener_closed = true;
     }
-    for (uint32_t slot = 0; slot < _conns.capacity(); ++slot) {
+    drain_step();  // at once when there is no delay
+}
+
+void worker::drain_step() {
+    if (!_draining || _stopping) {
+        return;
+    }
+    uint32_t now = now_ms();
+    if (!deadline_passed(_drain_notice_ms, now) && _conns.live() > 0) {
+        return;  // (a worker without connections has nobody to warn: it finishes at once)
+    }
+    // Pushes already acknowledged to a publisher on another worker are in our
+    // inbox: deliver them before any close frame.
+    drain_inbox();
+    if (!_drain_listed) {
+        for (uint32_t slot = 0; slot < _conns.capacity(); ++slot) {
+            connection& c = _conns[slot];
+            if (c.in_use && c.phase != conn_phase::dead && c.phase != conn_phase::closing) {
+                _drain_slots.emplace_back(slot, c.gen);
+            }
+        }
+        size_t ticks = std::max<size_t>(1, _cfg.drain_spread_ms / tick_ms);
+        _drain_batch = std::max<size_t>(1, (_drain_slots.size() + ticks - 1) / ticks);
+        _drain_listed = true;
+    }
+    size_t end = std::min(_drain_slots.size(), _drain_next + _drain_batch);
+    for (; _drain_next < end; ++_drain_next) {
+        auto [slot, gen] = _drain_slots[_drain_next];
         connection& c = _conns[slot];
-        if (!c.in_use || c.phase == conn_phase::dead) {
+        if (!c.in_use || c.gen != gen || c.close_after_flush) {
             continue;
         }
-        if (c.phase == conn_phase::websocket && !c.close_after_flush) {
+        if (c.phase == conn_phase::websocket) {
+            if (c.sess) {
+                // Where to go is the load balancer's business; when is ours: a
+                // jittered delay so the clients of a restart do not all arrive
+                // somewhere else in the same millisecond.
+                uint64_t in_ms = _cfg.reconnect_jitter_ms ? _rng() % (uint64_t{_cfg.reconnect_jitter_ms} + 1) : 0;
+                _scratch.clear();
+                _scratch.append(std::string_view("{\"type\":\"server_shutdown\",\"reconnect_in_ms\":"));
+                _scratch.append(std::to_string(in_ms));
+                _scratch.append(std::string_view("}"));
+                write_reply(c, wire_format::json);
+                bump(_stats.drain_notices);
+            }
             close_ws(slot, c, protocol::close_code::going_away, "server shutting down");
-        } else if (c.phase == conn_phase::handshake && !c.close_after_flush) {
+        } else if (c.phase == conn_phase::handshake) {
             abort_conn(slot, c);
             maybe_free(slot, c);
         }
+    }
+    if (_drain_next >= _drain_slots.size()) {
+        _stopping = true;  // every close frame is queued: cut what is left after the close timeout
+        _stop_deadline = now + _cfg.shutdown_timeout_ms;
+        _drain_slots.clear();
+        _drain_slots.shrink_to_fit();
+    }
+}
+
+void worker::heartbeat_step() {
+    // One pass over every slot per ping interval, a slice per tick: a connection
+    // silent since the last visit gets a ping; one still silent at the visit
+    // after that is cut. Any bytes count as life (a busy client's pong may queue
+    // behind its data). Cost per tick: interval slots / ticks per interval.
+    if (_cfg.ping_interval_s == 0 || _draining) {
+        return;
+    }
+    uint32_t cap = _conns.capacity();
+    uint64_t ticks = uint64_t{_cfg.ping_interval_s} * 1000 / tick_ms;
+    _hb_carry += cap;
+    uint32_t n = static_cast<uint32_t>(_hb_carry / std::max<uint64_t>(1, ticks));
+    _hb_carry -= static_cast<uint32_t>(n * std::max<uint64_t>(1, ticks));
+    for (uint32_t i = 0; i < n && cap > 0; ++i) {
+        uint32_t slot = _hb_cursor++ % cap;
+        connection& c = _conns[slot];
+        if (!c.in_use || c.phase != conn_phase::websocket || c.close_after_flush) {
+            continue;
+        }
+        if (c.heard) {
+            c.heard = false;
+            c.pinged = false;
+        } else if (c.pinged) {
+            bump(_stats.heartbeat_timeouts);
+            abort_conn(slot, c);  // a dead peer would not complete a close handshake
+            maybe_free(slot, c);
+        } else {
+            take_buffer(c.out);
+            protocol::ws_conn::write_frame(_frames, c.out, protocol::ws_opcode::ping, {});
+            c.pinged = true;
+            bump(_stats.pings_sent);
+            mark_dirty(slot, c);
+        }
+    }
+    if (_hb_cursor >= cap) {
+        _hb_cursor = 0;
     }
 }
 

@@ -87,6 +87,10 @@ struct worker_stats {
     std::atomic<uint64_t> redis_presence_refreshes{0};  // refresh passes completed
     std::atomic<uint64_t> redis_errors{0};         // error replies to anything but PUBLISH
     std::atomic<uint64_t> redis_queries{0};        // presence/online answered with Redis (fleet-wide)
+    std::atomic<uint64_t> drain_notices{0};        // server_shutdown notices sent (graceful drain)
+    std::atomic<uint64_t> drain_cut{0};            // connections cut at the close timeout
+    std::atomic<uint64_t> pings_sent{0};           // heartbeat pings to silent connections
+    std::atomic<uint64_t> heartbeat_timeouts{0};   // cut: silent for a whole interval after a ping
     std::atomic<uint64_t> redis_redirects{0};      // cluster: publications re-sent after -MOVED/-ASK
     std::atomic<uint64_t> redis_queries_local{0};  // presence/online answered for this gateway only (Redis down)
 };
@@ -129,6 +133,9 @@ private:
     void on_send(uint32_t slot, int res);
     void on_timer();
     void on_wake();
+    void drain_step();              // graceful drain: the next batch of notices and closes
+    void heartbeat_step();          // one slice of the ping sweep
+    bool redis_quiet() const;       // nothing left to write or to hear back from Redis
 
     // Client protocol (/ws).
     struct pending_query;
@@ -352,7 +359,15 @@ private:
     uint32_t _list_head[3] = {no_slot, no_slot, no_slot};
     uint32_t _list_tail[3] = {no_slot, no_slot, no_slot};
     bool _accept_armed = false;
-    bool _stopping = false;
+    bool _stopping = false;           // every connection told to close; exit when none is left
+    bool _draining = false;           // SIGTERM seen: listener closed, notices pending
+    uint32_t _drain_notice_ms = 0;    // notices and closes start then
+    std::vector<std::pair<uint32_t, uint32_t>> _drain_slots;  // (slot, gen) to close, in order
+    size_t _drain_next = 0;
+    size_t _drain_batch = 0;          // per tick
+    bool _drain_listed = false;
+    uint32_t _hb_cursor = 0;          // next slot of the heartbeat sweep
+    uint32_t _hb_carry = 0;           // slot-ticks carried between ticks (slots per interval)
     bool _listener_closed = false;
     uint32_t _stop_deadline = 0;
     uint64_t _wake_value = 0;         // eventfd read target

@@ -109,6 +109,24 @@ backplane::redis_session* worker::cmd_for(std::string_view key) {
     return s->connected() ? s : nullptr;
 }
 
+bool worker::redis_quiet() const {
+    // At shutdown: this worker's presence removals (ZREM, the unregister script and
+    // the SREM after it) are written and answered, or cannot be (Redis is down).
+    if (!redis_on()) {
+        return true;
+    }
+    if (!_unregistering.empty() && presence_on()) {
+        return false;
+    }
+    for (const auto& n : _rnodes) {
+        const redis_conn& r = n->c[redis_cmd];
+        if (r.s->connected() && (r.s->in_flight() > 0 || r.s->output_size() > 0 || !r.out.empty())) {
+            return false;
+        }
+    }
+    return true;
+}
+
 bool worker::presence_on() const {
     for (const auto& n : _rnodes) {
         if (n->c[redis_cmd].s->connected()) {
@@ -303,7 +321,8 @@ void worker::redis_tick() {
         }
         cluster_refresh();
     }
-    if (presence_on() && !_refreshing && (_presence_due || static_cast<int32_t>(now - _presence_next_ms) >= 0)) {
+    if (presence_on() && !_refreshing && !_draining &&
+        (_presence_due || static_cast<int32_t>(now - _presence_next_ms) >= 0)) {
         presence_refresh_start();
     }
 }

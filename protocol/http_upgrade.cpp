@@ -361,6 +361,10 @@ constexpr std::string_view k_healthz_response =
     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
     "Connection: close\r\n\r\nok\n";
 
+constexpr std::string_view k_readyz_response =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n"
+    "Connection: close\r\n\r\nready\n";
+
 // One refusal: status, short reason for logs/metrics, body detail, extra headers.
 struct refusal {
     uint16_t status;
@@ -520,12 +524,14 @@ handshake_result process_handshake(std::string_view in, const handshake_config& 
         target = endpoint::ws;
     } else if (cfg.echo && req.path == "/echo") {
         target = endpoint::echo;
-    } else if (req.path == "/healthz") {
+    } else if (req.path == "/healthz" || req.path == "/readyz") {
+        // Plain GETs answered 200 and closed (the core turns /readyz into 503 while draining).
+        bool ready = req.path == "/readyz";
         r.action = handshake_action::respond_and_close;
         r.status = 200;
-        r.target = endpoint::healthz;
-        r.reason = "healthz";
-        r.response.assign(k_healthz_response);
+        r.target = ready ? endpoint::readyz : endpoint::healthz;
+        r.reason = ready ? "readyz" : "healthz";
+        r.response.assign(ready ? k_readyz_response : k_healthz_response);
         return r;
     } else {
         return refuse(r, k_not_found);

@@ -27,6 +27,7 @@ enum class endpoint : uint8_t {
     ws,       // WebSocket upgrade on ws_path
     echo,     // WebSocket upgrade on /echo
     healthz,  // GET /healthz
+    readyz,   // GET /readyz (the core answers 503 instead while draining)
 };
 
 enum class handshake_action : uint8_t {

@@ -210,6 +210,10 @@ class FleetPresenceTest(unittest.TestCase):
         a = self.connect("gwA", "alice", "lobby")
         self.wait_for(lambda: self.presence(a, "lobby") == ["alice"], "alice present")
         self.online(a, ["alice", "bob"])
+        # the heartbeat key is written at the end of each refresh pass (one per worker at
+        # connect); no pass runs once the drain has begun
+        self.wait_for(lambda: self.redis.call("EXISTS", "server:gwA:alive") == 1, "gwA's first refresh passes")
+        time.sleep(0.3)
         g = self.gw["gwA"]
         rc, _ = g.signal_and_wait()
         self.assertEqual(rc, 0)

@@ -103,8 +103,12 @@ class Gateway:
 
     def __init__(self, *extra_args: str, threads: int = 2, echo: bool = True,
                  handshake_timeout_ms: int | None = 500, max_message: int | None = None,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", drain_delay_ms: int | None = 0, drain_spread_ms: int | None = 0):
         self.host = host
+        # Tests stop gateways all the time: no drain delay and no close spreading unless a
+        # test asks for them (None: the gateway's defaults, 5 s and 2 s).
+        self.drain_delay_ms = drain_delay_ms
+        self.drain_spread_ms = drain_spread_ms
         self.threads = threads
         self.echo = echo
         self.handshake_timeout_ms = handshake_timeout_ms
@@ -123,6 +127,10 @@ class Gateway:
             cmd += ["--max-message", str(self.max_message)]
         if self.handshake_timeout_ms is not None:
             cmd += ["--handshake-timeout-ms", str(self.handshake_timeout_ms)]
+        if self.drain_delay_ms is not None:
+            cmd += ["--drain-delay-ms", str(self.drain_delay_ms)]
+        if self.drain_spread_ms is not None:
+            cmd += ["--drain-spread-ms", str(self.drain_spread_ms)]
         return cmd + self.extra_args
 
     def start(self, ready_timeout: float = 10.0) -> "Gateway":

@@ -246,6 +246,18 @@ TEST(HttpUpgrade, Healthz) {
     }
 }
 
+TEST(HttpUpgrade, Readyz) {
+    // 200 "ready" here; the core answers 503 instead once it is draining.
+    const std::string in = "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n";
+    const decision d = check_splits(in, in.size());
+    EXPECT_EQ(d.status, 200);
+    EXPECT_EQ(d.target, endpoint::readyz);
+    EXPECT_EQ(d.action, handshake_action::respond_and_close);
+    EXPECT_EQ(d.response,
+              "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n"
+              "Connection: close\r\n\r\nready\n");
+}
+
 TEST(HttpUpgrade, CaseInsensitiveNamesTokensAndLists) {
     const std::vector<std::string> ok = {
         req_builder{}.replace("Host", "hOsT: x").str(),
