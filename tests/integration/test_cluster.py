@@ -22,7 +22,7 @@ import time
 import unittest
 
 from client_proto import Client, parse_worker_stats, sum_stats
-from test_redis import REDIS, REDIS_CLI, RedisServer
+from test_redis import REDIS, REDIS_CLI, RedisServer, WaitMixin
 from wsgate_fixture import Gateway, free_port
 
 
@@ -133,7 +133,7 @@ class RedisCluster:
 
 
 @unittest.skipUnless(REDIS and REDIS_CLI, "redis-server not installed")
-class RedisClusterTest(unittest.TestCase):
+class RedisClusterTest(WaitMixin, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.cluster = RedisCluster().start()
@@ -154,14 +154,6 @@ class RedisClusterTest(unittest.TestCase):
         # broadcast is one sharded channel: 4 workers subscribed on its owner
         bnode = self.cluster.owner(self.cluster.slot("broadcast"))
         self.wait_for(lambda: self.cluster.shardnumsub(bnode, "broadcast") == 4, "4 workers on broadcast")
-
-    def wait_for(self, pred, what: str, timeout: float = 15.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return
-            time.sleep(0.05)
-        self.fail(f"timed out waiting for: {what}")
 
     def rooms_on_each_master(self) -> list[str]:
         """One room name whose slot lives on each master."""

@@ -17,14 +17,14 @@ import time
 import unittest
 
 from client_proto import Client, parse_worker_stats, sum_stats
-from test_redis import REDIS, REDIS_CLI, RedisServer
+from test_redis import REDIS, REDIS_CLI, RedisServer, WaitMixin
 from wsgate_fixture import Gateway
 
 TTL_S = 3  # --presence-ttl-s for every gateway here: refresh every second
 
 
 @unittest.skipUnless(REDIS and REDIS_CLI, "redis-server not installed")
-class FleetPresenceTest(unittest.TestCase):
+class FleetPresenceTest(WaitMixin, unittest.TestCase):
     def setUp(self):
         self.redis = RedisServer().start()
         self.addCleanup(lambda: self.redis.stop())
@@ -38,16 +38,6 @@ class FleetPresenceTest(unittest.TestCase):
         self.wait_for(lambda: self.redis.numsub("broadcast") == 6, "6 workers subscribed")
 
     # --- helpers ---------------------------------------------------------------------------
-
-    def wait_for(self, pred, what: str, timeout: float = 15.0):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = pred()
-            if last:
-                return last
-            time.sleep(0.05)
-        self.fail(f"timed out waiting for: {what} (last: {last!r})")
 
     def connect(self, gw: str, user: str, *rooms: str) -> Client:
         c = Client.connect(self.gw[gw].port, user=user)

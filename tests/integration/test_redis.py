@@ -91,12 +91,26 @@ class RedisServer:
         return int(out[1]) if len(out) == 2 else -1
 
 
+class WaitMixin:
+    """wait_for(pred, what): poll every 50 ms until pred() is truthy, else fail naming `what`."""
+
+    def wait_for(self, pred, what: str, timeout: float = 15.0):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = pred()
+            if last:
+                return last
+            time.sleep(0.05)
+        self.fail(f"timed out waiting for: {what} (last: {last!r})")
+
+
 def silent(c: Client, timeout: float = 0.4) -> list:
     return [m.obj for m in c.drain(timeout)]
 
 
 @unittest.skipUnless(REDIS and REDIS_CLI, "redis-server not installed")
-class RedisBackplaneTest(unittest.TestCase):
+class RedisBackplaneTest(WaitMixin, unittest.TestCase):
     def setUp(self):
         self.redis = RedisServer().start()
         self.addCleanup(self.redis.stop)
@@ -106,14 +120,6 @@ class RedisBackplaneTest(unittest.TestCase):
         self.addCleanup(self.a.kill)
         self.addCleanup(self.b.kill)
         self.wait_for(lambda: self.redis.numsub("broadcast") == 4, "4 workers subscribed to broadcast")
-
-    def wait_for(self, pred, what: str, timeout: float = 15.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return
-            time.sleep(0.05)
-        self.fail(f"timed out waiting for: {what}")
 
     def clients(self, gw: Gateway, users: list[str], room: str | None = "lobby") -> list[Client]:
         out = []
