@@ -16,6 +16,8 @@
 // its next turn (nothing is dropped).
 #pragma once
 
+#include "core/stats.h"
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -144,6 +146,10 @@ public:
 
     // Set once by main at the first SIGTERM/SIGINT: /readyz answers 503 from then on.
     std::atomic<bool> draining{false};
+
+    // Every worker's counters, for /metrics (set by main before the workers start;
+    // read with relaxed loads by whichever worker serves the request).
+    std::vector<const worker_stats*> stats;
 
 private:
     unsigned _n;

@@ -95,6 +95,7 @@ int main(int argc, char** argv) {
     std::atomic<size_t> finished{0};  // workers whose run() returned
     for (unsigned i = 0; i < threads; ++i) {
         workers.push_back(std::make_unique<worker>(i, cpus[i % cpus.size()], fds[i], cfg, shared));
+        shared.stats.push_back(&workers.back()->stats());
     }
     for (unsigned i = 0; i < threads; ++i) {
         pool.emplace_back([&, i] {
@@ -149,59 +150,15 @@ int main(int argc, char** argv) {
     if (failed.load()) {
         status = 1;
     }
-    // One line per worker at exit: what it did (the metrics endpoint comes with issue 5).
+    // One line per worker at exit: what it did (the same counters as /metrics).
     for (size_t i = 0; i < workers.size(); ++i) {
         const auto& st = workers[i]->stats();
-        const std::pair<const char*, const std::atomic<uint64_t>*> counters[] = {
-            {"accepted", &st.accepted},
-            {"closed", &st.closed},
-            {"handshake_failures", &st.handshake_failures},
-            {"handshake_timeouts", &st.handshake_timeouts},
-            {"messages_in", &st.messages_in},
-            {"messages_out", &st.messages_out},
-            {"sends", &st.sends},
-            {"enobufs", &st.enobufs},
-            {"outbound_overflow_closes", &st.outbound_overflow_closes},
-            {"accept_errors", &st.accept_errors},
-            {"requests_rejected", &st.requests_rejected},
-            {"publishes", &st.publishes},
-            {"pushes", &st.pushes},
-            {"push_drops", &st.push_drops},
-            {"slow_consumer_closes", &st.slow_consumer_closes},
-            {"rate_limited", &st.rate_limited},
-            {"rate_limit_closes", &st.rate_limit_closes},
-            {"room_limit_errors", &st.room_limit_errors},
-            {"rejected_full", &st.rejected_full},
-            {"auth_failures", &st.auth_failures},
-            {"origin_rejects", &st.origin_rejects},
-            {"xmsgs_sent", &st.xmsgs_sent},
-            {"xmsgs_received", &st.xmsgs_received},
-            {"wakes_sent", &st.wakes_sent},
-            {"redis_connects", &st.redis_connects},
-            {"redis_disconnects", &st.redis_disconnects},
-            {"redis_publishes", &st.redis_publishes},
-            {"redis_publish_failures", &st.redis_publish_failures},
-            {"redis_messages", &st.redis_messages},
-            {"redis_echoes", &st.redis_echoes},
-            {"redis_invalid", &st.redis_invalid},
-            {"redis_commands", &st.redis_commands},
-            {"redis_presence_writes", &st.redis_presence_writes},
-            {"redis_presence_refreshes", &st.redis_presence_refreshes},
-            {"redis_errors", &st.redis_errors},
-            {"redis_queries", &st.redis_queries},
-            {"redis_queries_local", &st.redis_queries_local},
-            {"redis_redirects", &st.redis_redirects},
-            {"drain_notices", &st.drain_notices},
-            {"drain_cut", &st.drain_cut},
-            {"pings_sent", &st.pings_sent},
-            {"heartbeat_timeouts", &st.heartbeat_timeouts},
-        };
         std::string line = "wsgate: worker " + std::to_string(i) + ":";
-        for (const auto& [name, value] : counters) {
+        for (const wsgate::core::stat_field& f : wsgate::core::stat_fields) {
             line += ' ';
-            line += name;
+            line += f.name;
             line += '=';
-            line += std::to_string(value->load(std::memory_order_relaxed));
+            line += std::to_string((st.*f.member).load(std::memory_order_relaxed));
         }
         std::fprintf(stderr, "%s\n", line.c_str());
     }

@@ -19,6 +19,7 @@
 #include <ctime>
 #include <string_view>
 
+#include "core/metrics.h"
 #include "core/session.h"
 #include "core/worker_internal.h"
 #include "protocol/ws_frame.h"
@@ -459,6 +460,11 @@ void worker::on_handshake_bytes(uint32_t slot, connection& c, const uint8_t* dat
         }
         return;
     case protocol::handshake_action::respond_and_close:
+        if (r.target == protocol::endpoint::metrics) {
+            metrics_gauges g;
+            g.draining = _hub.draining.load(std::memory_order_relaxed);
+            r.response = metrics_response(render_metrics(_hub.stats, g));
+        }
         if (r.target == protocol::endpoint::readyz && _hub.draining.load(std::memory_order_relaxed)) {
             r.status = 503;  // taken out of rotation: the load balancer stops sending clients
             r.response = protocol::http_error_response(503, "draining");

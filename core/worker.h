@@ -37,6 +37,7 @@
 #include "core/connection.h"
 #include "core/hub.h"
 #include "core/outq.h"
+#include "core/stats.h"
 #include "protocol/auth.h"
 #include "protocol/binary_codec.h"
 #include "protocol/http_upgrade.h"
@@ -45,55 +46,6 @@
 #include "protocol/ws_conn.h"
 
 namespace wsgate::core {
-
-// Counters of one worker, read by others only for reporting (relaxed atomics,
-// written by the owning thread alone).
-struct worker_stats {
-    std::atomic<uint64_t> accepted{0};
-    std::atomic<uint64_t> closed{0};
-    std::atomic<uint64_t> handshake_failures{0};
-    std::atomic<uint64_t> handshake_timeouts{0};
-    std::atomic<uint64_t> messages_in{0};
-    std::atomic<uint64_t> messages_out{0};
-    std::atomic<uint64_t> sends{0};
-    std::atomic<uint64_t> enobufs{0};
-    std::atomic<uint64_t> outbound_overflow_closes{0};
-    std::atomic<uint64_t> accept_errors{0};
-    // Client protocol and limits (issue 3).
-    std::atomic<uint64_t> requests_rejected{0};    // error replies sent (any code)
-    std::atomic<uint64_t> publishes{0};            // publish/send/broadcast accepted here
-    std::atomic<uint64_t> pushes{0};               // pushes queued to connections here
-    std::atomic<uint64_t> push_drops{0};           // pushes dropped by --slow-consumer drop
-    std::atomic<uint64_t> slow_consumer_closes{0}; // closed 1013
-    std::atomic<uint64_t> rate_limited{0};         // messages refused by the rate limit
-    std::atomic<uint64_t> rate_limit_closes{0};    // closed 1008
-    std::atomic<uint64_t> room_limit_errors{0};    // join refused: --max-rooms-per-conn
-    std::atomic<uint64_t> rejected_full{0};        // 503: --max-connections
-    std::atomic<uint64_t> auth_failures{0};        // 401 (and 400 for a bad anonymous user)
-    std::atomic<uint64_t> origin_rejects{0};       // 403
-    std::atomic<uint64_t> xmsgs_sent{0};           // cross-worker messages sent
-    std::atomic<uint64_t> xmsgs_received{0};
-    std::atomic<uint64_t> wakes_sent{0};           // MSG_RING wake-ups sent
-    // Redis backplane (docs/backplane.md).
-    std::atomic<uint64_t> redis_connects{0};       // connections established (both sessions)
-    std::atomic<uint64_t> redis_disconnects{0};    // lost or failed connections
-    std::atomic<uint64_t> redis_publishes{0};      // PUBLISH queued
-    std::atomic<uint64_t> redis_publish_failures{0};  // refused (queue full), errored or lost
-    std::atomic<uint64_t> redis_messages{0};       // channel messages received
-    std::atomic<uint64_t> redis_echoes{0};         // our own publications coming back: dropped
-    std::atomic<uint64_t> redis_invalid{0};        // not UTF-8: dropped
-    std::atomic<uint64_t> redis_commands{0};       // commands written (handshake, subscriptions included)
-    std::atomic<uint64_t> redis_presence_writes{0};  // presence commands queued (registrations, refreshes)
-    std::atomic<uint64_t> redis_presence_refreshes{0};  // refresh passes completed
-    std::atomic<uint64_t> redis_errors{0};         // error replies to anything but PUBLISH
-    std::atomic<uint64_t> redis_queries{0};        // presence/online answered with Redis (fleet-wide)
-    std::atomic<uint64_t> drain_notices{0};        // server_shutdown notices sent (graceful drain)
-    std::atomic<uint64_t> drain_cut{0};            // connections cut at the close timeout
-    std::atomic<uint64_t> pings_sent{0};           // heartbeat pings to silent connections
-    std::atomic<uint64_t> heartbeat_timeouts{0};   // cut: silent for a whole interval after a ping
-    std::atomic<uint64_t> redis_redirects{0};      // cluster: publications re-sent after -MOVED/-ASK
-    std::atomic<uint64_t> redis_queries_local{0};  // presence/online answered for this gateway only (Redis down)
-};
 
 class worker {
 public:

@@ -524,11 +524,17 @@ handshake_result process_handshake(std::string_view in, const handshake_config& 
         target = endpoint::ws;
     } else if (cfg.echo && req.path == "/echo") {
         target = endpoint::echo;
-    } else if (req.path == "/healthz" || req.path == "/readyz") {
-        // Plain GETs answered 200 and closed (the core turns /readyz into 503 while draining).
-        bool ready = req.path == "/readyz";
+    } else if (req.path == "/healthz" || req.path == "/readyz" || req.path == "/metrics") {
+        // Plain GETs answered 200 and closed (the core turns /readyz into 503 while
+        // draining and writes the /metrics response, which needs every worker's counters).
         r.action = handshake_action::respond_and_close;
         r.status = 200;
+        if (req.path == "/metrics") {
+            r.target = endpoint::metrics;
+            r.reason = "metrics";
+            return r;
+        }
+        bool ready = req.path == "/readyz";
         r.target = ready ? endpoint::readyz : endpoint::healthz;
         r.reason = ready ? "readyz" : "healthz";
         r.response.assign(ready ? k_readyz_response : k_healthz_response);

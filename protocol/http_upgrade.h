@@ -28,6 +28,7 @@ enum class endpoint : uint8_t {
     echo,     // WebSocket upgrade on /echo
     healthz,  // GET /healthz
     readyz,   // GET /readyz (the core answers 503 instead while draining)
+    metrics,  // GET /metrics (the core writes the response: Prometheus text)
 };
 
 enum class handshake_action : uint8_t {

@@ -258,6 +258,15 @@ TEST(HttpUpgrade, Readyz) {
               "Connection: close\r\n\r\nready\n");
 }
 
+TEST(HttpUpgrade, MetricsIsLeftToTheCore) {
+    const std::string in = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    const decision d = check_splits(in, in.size());
+    EXPECT_EQ(d.status, 200);
+    EXPECT_EQ(d.target, endpoint::metrics);
+    EXPECT_EQ(d.action, handshake_action::respond_and_close);
+    EXPECT_EQ(d.response, "");  // the core writes it: it needs every worker's counters
+}
+
 TEST(HttpUpgrade, CaseInsensitiveNamesTokensAndLists) {
     const std::vector<std::string> ok = {
         req_builder{}.replace("Host", "hOsT: x").str(),
