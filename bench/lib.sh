@@ -1,9 +1,20 @@
 # bench/lib.sh — server lifecycle shared by run_echo.sh and run_fanout.sh (sourced).
 #
-# The sourcing script defines die() and OUT_DIR. Servers it starts are tracked in
+# The sourcing script defines ROOT and die() before sourcing, and OUT_DIR before starting servers. Servers it starts are tracked in
 # the associative array PID (name -> pid) and stopped on exit.
 
 declare -A PID
+
+# build_paths: BUILD_DIR (default build/release, relative to the repository) and the binaries the
+# scripts run, each overridable from the environment: WSGATE_BIN, BENCH_BIN, RAW_BIN, NODE_BIN.
+build_paths() {
+  BUILD_DIR=${BUILD_DIR:-build/release}
+  [[ "$BUILD_DIR" = /* ]] || BUILD_DIR="$ROOT/$BUILD_DIR"
+  WSGATE_BIN=${WSGATE_BIN:-$BUILD_DIR/wsgate}
+  BENCH_BIN=${BENCH_BIN:-$BUILD_DIR/bench/wsgate-bench}
+  RAW_BIN=${RAW_BIN:-$BUILD_DIR/bench/raw-echo-server}
+  NODE_BIN=${NODE_BIN:-node}
+}
 
 # default_cpus: SERVER_CPUS and CLIENT_CPUS, unless set: on <= 3 CPUs the server gets CPU 0 and
 # the load generator the rest, otherwise each gets half. Sets NCPU.

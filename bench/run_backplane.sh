@@ -58,6 +58,8 @@ BUILD_DIR=""
 WSGATE_ARGS=${WSGATE_ARGS:---rate-limit 0 --max-rooms-per-conn 1000}
 
 die() { echo "run_backplane.sh: $*" >&2; exit 2; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -81,11 +83,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-BUILD_DIR=${BUILD_DIR:-build/release}
-[[ "$BUILD_DIR" = /* ]] || BUILD_DIR="$ROOT/$BUILD_DIR"
-WSGATE_BIN=${WSGATE_BIN:-$BUILD_DIR/wsgate}
-BENCH_BIN=${BENCH_BIN:-$BUILD_DIR/bench/wsgate-bench}
-NODE_BIN=${NODE_BIN:-node}
+build_paths
 REDIS_BIN=${REDIS_BIN:-redis-server}
 BASE_PORT=${BASE_PORT:-18300}
 OUT_DIR=${OUT_DIR:-$(mktemp -d /tmp/wsgate-backplane.XXXXXX)}
@@ -93,8 +91,6 @@ mkdir -p "$OUT_DIR"
 RESULTS="$OUT_DIR/results.jsonl"
 : > "$RESULTS"
 
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
 default_cpus
 THREADS=$(taskset -c "$SERVER_CPUS" nproc)
 CLIENT_THREADS=$(taskset -c "$CLIENT_CPUS" nproc)

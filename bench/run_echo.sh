@@ -36,6 +36,8 @@ OUT_DIR=""
 BUILD_DIR=""
 
 die() { echo "run_echo.sh: $*" >&2; exit 2; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -56,12 +58,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-BUILD_DIR=${BUILD_DIR:-build/release}
-[[ "$BUILD_DIR" = /* ]] || BUILD_DIR="$ROOT/$BUILD_DIR"
-WSGATE_BIN=${WSGATE_BIN:-$BUILD_DIR/wsgate}
-BENCH_BIN=${BENCH_BIN:-$BUILD_DIR/bench/wsgate-bench}
-RAW_BIN=${RAW_BIN:-$BUILD_DIR/bench/raw-echo-server}
-NODE_BIN=${NODE_BIN:-node}
+build_paths
 BASE_PORT=${BASE_PORT:-18000}
 OUT_DIR=${OUT_DIR:-$(mktemp -d /tmp/wsgate-echo.XXXXXX)}
 mkdir -p "$OUT_DIR"
@@ -85,8 +82,6 @@ if [[ $(nproc) -lt 2 ]]; then
   echo "run_echo.sh: warning: fewer than 2 CPUs; server and load generator will share one" >&2
 fi
 
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
 
 # start_server NAME PORT: starts it pinned, waits until the port accepts.
 start_server() {

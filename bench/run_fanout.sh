@@ -55,6 +55,8 @@ BUILD_DIR=""
 WSGATE_ARGS=${WSGATE_ARGS:---rate-limit 0 --max-rooms-per-conn 1000}
 
 die() { echo "run_fanout.sh: $*" >&2; exit 2; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -83,11 +85,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-BUILD_DIR=${BUILD_DIR:-build/release}
-[[ "$BUILD_DIR" = /* ]] || BUILD_DIR="$ROOT/$BUILD_DIR"
-WSGATE_BIN=${WSGATE_BIN:-$BUILD_DIR/wsgate}
-BENCH_BIN=${BENCH_BIN:-$BUILD_DIR/bench/wsgate-bench}
-NODE_BIN=${NODE_BIN:-node}
+build_paths
 BASE_PORT=${BASE_PORT:-18100}
 OUT_DIR=${OUT_DIR:-$(mktemp -d /tmp/wsgate-fanout.XXXXXX)}
 mkdir -p "$OUT_DIR"
@@ -108,8 +106,6 @@ cpu_count() {
   echo "$n"
 }
 
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
 default_cpus
 WSGATE_THREADS=${WSGATE_THREADS:-$(cpu_count "$SERVER_CPUS")}
 CLIENT_THREADS=${CLIENT_THREADS:-$(cpu_count "$CLIENT_CPUS")}
