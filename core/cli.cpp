@@ -10,10 +10,14 @@
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <string>
+#include <string_view>
 
 #include "backplane/presence.h"
 #include "backplane/redis_names.h"
+#include "core/config_file.h"
+#include "core/options.h"
 
 #ifndef WSGATE_VERSION
 #define WSGATE_VERSION "0.0.0"
@@ -46,104 +50,171 @@ std::string parse_listen(const std::string& s, config& cfg) {
 
 }  // namespace
 
+namespace {
+
+// --config's value, found before the flags are parsed (the file is read first so
+// that flags override it). Empty when absent.
+std::string find_config_flag(int argc, char** argv, bool& help_or_version) {
+    std::string path;
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a = argv[i];
+        if (a == "--help" || a == "-h" || a == "--version") {
+            help_or_version = true;
+        } else if (a == "--config" && i + 1 < argc) {
+            path = argv[++i];
+        } else if (a.starts_with("--config=")) {
+            path = std::string(a.substr(9));
+        }
+    }
+    return path;
+}
+
+std::string flag_name_without_dashes(std::string_view flag) { return std::string(flag.substr(2)); }
+
+}  // namespace
+
 int parse_command_line(int argc, char** argv, config& cfg) {
-    CLI::App app{"wsgate: a thread-per-core io_uring WebSocket gateway", "wsgate"};
+    bool help_or_version = false;
+    cfg.config_file = find_config_flag(argc, argv, help_or_version);
+    config_file_result file;
+    if (!cfg.config_file.empty() && !help_or_version) {
+        file = load_config_file(cfg.config_file, cfg);
+        if (!file.errors.empty()) {
+            for (const std::string& e : file.errors) {
+                std::fprintf(stderr, "wsgate: %s\n", e.c_str());
+            }
+            std::fprintf(stderr, "wsgate: %zu error%s in %s\n", file.errors.size(),
+                         file.errors.size() == 1 ? "" : "s", cfg.config_file.c_str());
+            return 2;
+        }
+    }
+
+    CLI::App app{"wsgate: a thread-per-core io_uring WebSocket gateway.\n"
+                 "Every option below has a key in the TOML file given with --config; flags override the file.",
+                 "wsgate"};
     app.set_version_flag("--version", std::string("wsgate ") + WSGATE_VERSION);
+    app.add_option("--config", cfg.config_file, "TOML configuration file (see systemd/wsgate.toml)");
+    bool check_config = false;
+    bool print_config = false;
+    app.add_flag("--check-config", check_config, "validate the configuration (file and flags), then exit");
+    app.add_flag("--print-config", print_config,
+                 "print the effective configuration as TOML (secrets redacted), then exit");
 
-    std::string listen = cfg.listen_host + ":" + std::to_string(cfg.listen_port);
-    app.add_option("--listen", listen, "HOST:PORT to listen on")->capture_default_str();
-    app.add_option("--threads", cfg.threads, "worker threads, one per core (default: one per usable CPU)")
-        ->check(CLI::Range(0u, 1024u));
-    app.add_flag("--echo", cfg.echo, "also serve /echo, which echoes every message back");
-    app.add_option("--max-message", cfg.max_message, "largest message accepted, in bytes (larger: close 1009)")
-        ->capture_default_str()
-        ->check(CLI::Range(size_t{1}, size_t{1} << 30));
-    app.add_option("--handshake-timeout-ms", cfg.handshake_timeout_ms,
-                   "close connections that have not completed the upgrade by then")
-        ->capture_default_str()
-        ->check(CLI::Range(1u, 3600000u));
-
-    app.add_option("--drain-delay-ms", cfg.drain_delay_ms,
-                   "graceful shutdown: after SIGTERM, /readyz says 503 and listeners close at once; clients are "
-                   "told to leave only after this delay (load balancers take the gateway out meanwhile)")
-        ->capture_default_str()
-        ->check(CLI::Range(0u, 600000u));
-    app.add_option("--drain-spread-ms", cfg.drain_spread_ms,
-                   "graceful shutdown: server_shutdown + close 1001 go out in batches spread over this time")
-        ->capture_default_str()
-        ->check(CLI::Range(0u, 600000u));
-    app.add_option("--reconnect-jitter-ms", cfg.reconnect_jitter_ms,
-                   "graceful shutdown: each client is told to reconnect after a random 0..this ms")
-        ->capture_default_str()
-        ->check(CLI::Range(0u, 600000u));
-    app.add_option("--close-timeout-ms", cfg.shutdown_timeout_ms,
-                   "graceful shutdown: connections still open this long after their close frame are cut")
-        ->capture_default_str()
-        ->check(CLI::Range(0u, 600000u));
-    app.add_option("--ping-interval-s", cfg.ping_interval_s,
-                   "ping a connection silent for this long; cut it if still silent one interval later (0: off)")
-        ->capture_default_str()
-        ->check(CLI::Range(0u, 86400u));
-
-    app.add_option("--jwt-secret", cfg.jwt_secret,
-                   "HS256 secret: clients must present a JWT (without it: anonymous development mode)");
-    app.add_option("--jwt-leeway-s", cfg.jwt_leeway_s, "clock skew allowed on a token's exp and nbf, in seconds")
-        ->capture_default_str()
-        ->check(CLI::Range(0u, 3600u));
-    app.add_option("--allow-origin", cfg.allowed_origins,
-                   "allowed Origin (repeatable, e.g. https://app.example.com; '*' = any); others get 403");
-    app.add_option("--max-connections", cfg.max_connections,
-                   "WebSocket connections per process; more get 503 before the upgrade (0 = no limit)")
-        ->capture_default_str();
-    app.add_option("--max-rooms-per-conn", cfg.max_rooms_per_conn, "rooms one connection may join (error 'limit')")
-        ->capture_default_str()
-        ->check(CLI::Range(1u, 1000000u));
-    app.add_option("--rate-limit", cfg.rate_limit,
-                   "messages per second per connection (token bucket; 'limit' errors, then close 1008); 0 = off")
-        ->capture_default_str();
-    app.add_option("--rate-burst", cfg.rate_burst, "messages a connection may send at once above --rate-limit")
-        ->capture_default_str()
-        ->check(CLI::Range(1u, 1000000u));
-    app.add_option("--max-outbound-bytes", cfg.max_outbound_bytes,
-                   "bytes queued for one connection before the slow-consumer policy applies")
-        ->capture_default_str()
-        ->check(CLI::Range(size_t{4096}, size_t{1} << 31));
-    std::string slow = "close";
-    app.add_option("--slow-consumer", slow,
-                   "past --max-outbound-bytes: 'close' (1013) or 'drop' (oldest queued pushes, counted)")
-        ->capture_default_str()
-        ->check(CLI::IsMember({"close", "drop"}));
-
-    app.add_option("--redis", cfg.redis_url,
-                   "Redis backplane: redis://[[user]:password@]host[:port][/db] (without it: a single node)");
-    app.add_option("--server-id", cfg.server_id,
-                   "this gateway's id in Redis: 1-64 of [A-Za-z0-9._-], unique in the fleet (default: hostname-pid)");
-    app.add_option("--presence-ttl-s", cfg.presence_ttl_s,
-                   "Redis presence entries of a gateway that stopped refreshing them (killed) vanish after this; "
-                   "refreshed every third of it")
-        ->capture_default_str()
-        ->check(CLI::Range(3u, 86400u));
-
-    app.add_option("--recv-buffers", cfg.recv_buffers,
-                   "provided receive buffers per worker (power of two; fewer means more ENOBUFS re-arms)")
-        ->capture_default_str()
-        ->check(CLI::Range(1u, 32768u));
-    app.add_option("--recv-buffer-size", cfg.recv_buffer_size, "bytes per receive buffer")
-        ->capture_default_str()
-        ->check(CLI::Range(256u, 1u << 20));
+    // One CLI11 option per table entry; enums go through a string and are set after parsing.
+    std::vector<CLI::Option*> flags;
+    std::vector<std::string> choice_text(options().size());
+    for (size_t i = 0; i < options().size(); ++i) {
+        const option_spec& o = options()[i];
+        std::string flag(o.flag);
+        std::string help = std::string(o.help) + " [" + std::string(o.key) + "]";
+        CLI::Option* opt = std::visit(
+            [&](auto member) -> CLI::Option* {
+                using T = std::decay_t<decltype(cfg.*member)>;
+                if constexpr (std::is_same_v<T, bool>) {
+                    return app.add_flag(flag + ",!--no-" + flag_name_without_dashes(o.flag), cfg.*member, help);
+                } else if constexpr (std::is_same_v<T, unsigned> || std::is_same_v<T, uint64_t>) {
+                    return app.add_option(flag, cfg.*member, help)
+                        ->capture_default_str()
+                        ->check(CLI::Range(static_cast<T>(o.min), static_cast<T>(o.max)));
+                } else if constexpr (std::is_same_v<T, std::string>) {
+                    auto* p = app.add_option(flag, cfg.*member, help);
+                    return o.secret ? p : p->capture_default_str();
+                } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+                    return app.add_option(flag, cfg.*member, help);
+                } else {
+                    choice_text[i] = std::string(o.choices[static_cast<size_t>(cfg.*member)]);
+                    std::vector<std::string> names(o.choices.begin(), o.choices.end());
+                    return app.add_option(flag, choice_text[i], help)
+                        ->capture_default_str()
+                        ->check(CLI::IsMember(names));
+                }
+            },
+            o.target);
+        flags.push_back(opt);
+    }
 
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e);  // prints help/version (exit 0) or the error naming the flag (non-zero)
+        // Prints help/version (exit 0) or the error naming the flag: exit 2 for every
+        // kind of bad command line (CLI11's own codes vary by error class).
+        return app.exit(e) == 0 ? 0 : 2;
     }
+    for (size_t i = 0; i < options().size(); ++i) {
+        const option_spec& o = options()[i];
+        if (flags[i]->count() == 0) {
+            continue;
+        }
+        std::visit(
+            [&](auto member) {
+                using T = std::decay_t<decltype(cfg.*member)>;
+                if constexpr (std::is_enum_v<T>) {
+                    for (size_t c = 0; c < o.choices.size(); ++c) {
+                        if (o.choices[c] == choice_text[i]) {
+                            cfg.*member = static_cast<T>(c);
+                        }
+                    }
+                }
+            },
+            o.target);
+    }
+    // Where a value came from, for errors found below: the flag, or FILE:LINE: key.
+    auto where = [&](std::string_view key) -> std::string {
+        for (size_t i = 0; i < options().size(); ++i) {
+            if (options()[i].key == key && flags[i]->count() > 0) {
+                return std::string(options()[i].flag);
+            }
+        }
+        if (auto it = file.lines.find(std::string(key)); it != file.lines.end()) {
+            return cfg.config_file + ":" + std::to_string(it->second) + ": " + std::string(key);
+        }
+        return std::string(key);
+    };
+    if (int rc = finish_config(cfg, where); rc >= 0) {
+        return rc;
+    }
+    if (print_config) {
+        std::fputs(effective_config_toml(cfg).c_str(), stdout);
+        return 0;
+    }
+    if (check_config) {
+        std::fprintf(stderr, "wsgate: configuration OK%s%s\n", cfg.config_file.empty() ? "" : " (",
+                     cfg.config_file.empty() ? "" : (cfg.config_file + ")").c_str());
+        return 0;
+    }
+    return -1;
+}
+
+std::string effective_config_toml(const config& cfg) {
+    std::string out = "# wsgate effective configuration: defaults < --config file < flags; secrets redacted.\n";
+    std::string section;
+    for (const option_spec& o : options()) {
+        auto dot = o.key.find('.');
+        std::string sec = dot == std::string_view::npos ? "" : std::string(o.key.substr(0, dot));
+        std::string name(dot == std::string_view::npos ? o.key : o.key.substr(dot + 1));
+        if (sec != section) {
+            out += "\n[" + sec + "]\n";
+            section = sec;
+        }
+        out += name + " = " + option_value_toml(o, cfg) + "  # " + std::string(o.flag) + "\n";
+    }
+    return out;
+}
+
+int finish_config(config& cfg, const std::function<std::string(std::string_view)>& where) {
     if ((cfg.recv_buffers & (cfg.recv_buffers - 1)) != 0) {
-        std::fprintf(stderr, "--recv-buffers: %u is not a power of two\n", cfg.recv_buffers);
+        std::fprintf(stderr, "wsgate: %s: %u is not a power of two\n", where("io.recv_buffers").c_str(),
+                     cfg.recv_buffers);
         return 2;
     }
-    cfg.slow_consumer = slow == "drop" ? slow_consumer_policy::drop : slow_consumer_policy::close;
-    if (auto err = parse_listen(listen, cfg); !err.empty()) {
-        std::fprintf(stderr, "--listen: %s\n", err.c_str());
+    if (cfg.idle_timeout_s && cfg.ping_interval_s && cfg.idle_timeout_s < cfg.ping_interval_s) {
+        std::fprintf(stderr, "wsgate: %s: %u s is shorter than the ping interval (%u s); idleness is checked once "
+                     "per ping interval\n", where("heartbeat.idle_timeout_s").c_str(), cfg.idle_timeout_s,
+                     cfg.ping_interval_s);
+        return 2;
+    }
+    if (auto err = parse_listen(cfg.listen, cfg); !err.empty()) {
+        std::fprintf(stderr, "wsgate: %s: %s\n", where("listen").c_str(), err.c_str());
         return 2;
     }
     if (cfg.server_id.empty()) {
@@ -156,14 +227,15 @@ int parse_command_line(int argc, char** argv, config& cfg) {
         cfg.server_id = id + "-" + std::to_string(getpid());
     }
     if (!backplane::valid_server_id(cfg.server_id)) {
-        std::fprintf(stderr, "--server-id: '%s' must be 1-64 bytes of A-Z a-z 0-9 . _ -\n", cfg.server_id.c_str());
+        std::fprintf(stderr, "wsgate: %s: '%s' must be 1-64 bytes of A-Z a-z 0-9 . _ -\n",
+                     where("server_id").c_str(), cfg.server_id.c_str());
         return 2;
     }
     if (!cfg.redis_url.empty()) {
         backplane::redis_endpoint ep;
         std::string err;
         if (!backplane::parse_redis_url(cfg.redis_url, ep, err)) {
-            std::fprintf(stderr, "--redis: %s\n", err.c_str());
+            std::fprintf(stderr, "wsgate: %s: %s\n", where("redis.url").c_str(), err.c_str());
             return 2;
         }
         cfg.redis_cluster = ep.cluster;
@@ -176,7 +248,8 @@ int parse_command_line(int argc, char** argv, config& cfg) {
         addrinfo* res = nullptr;
         std::string port = std::to_string(ep.port);
         if (int rc = getaddrinfo(ep.host.c_str(), port.c_str(), &hints, &res); rc != 0 || !res) {
-            std::fprintf(stderr, "--redis: cannot resolve %s: %s\n", ep.host.c_str(), gai_strerror(rc));
+            std::fprintf(stderr, "wsgate: %s: cannot resolve %s: %s\n", where("redis.url").c_str(), ep.host.c_str(),
+                         gai_strerror(rc));
             return 2;
         }
         std::memcpy(&cfg.redis_addr, res->ai_addr, res->ai_addrlen);

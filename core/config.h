@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "core/log.h"
+
 namespace wsgate::core {
 
 enum class slow_consumer_policy : uint8_t {
@@ -19,8 +21,11 @@ enum class slow_consumer_policy : uint8_t {
 };
 
 struct config {
-    std::string listen_host = "0.0.0.0";  // --listen HOST:PORT
+    std::string config_file;              // --config FILE (TOML; flags override it)
+    std::string listen = "0.0.0.0:8080";  // --listen HOST:PORT, parsed into the two below
+    std::string listen_host = "0.0.0.0";
     uint16_t listen_port = 8080;
+    log_level log = log_level::info;      // --log-level
     unsigned threads = 0;                 // --threads; 0 = one per CPU the process may run on
     bool echo = false;                    // --echo: also serve /echo
     std::string ws_path = "/ws";          // WebSocket endpoint for clients
@@ -34,11 +39,12 @@ struct config {
     unsigned drain_spread_ms = 2000;      // --drain-spread-ms: close connections in batches over this
     unsigned reconnect_jitter_ms = 5000;  // --reconnect-jitter-ms: server_shutdown reconnect_in_ms in [0, this]
     unsigned ping_interval_s = 30;        // --ping-interval-s: ping silent connections; 0 = off
+    unsigned idle_timeout_s = 0;          // --idle-timeout-s: close 1000 after this long without a message; 0 = off
     size_t max_outbound_bytes = 16u << 20;  // --max-outbound-bytes: queued output bound per connection
     slow_consumer_policy slow_consumer = slow_consumer_policy::close;  // --slow-consumer
     unsigned recv_buffers = 1024;         // provided buffers per worker (power of two)
     unsigned recv_buffer_size = 4096;     // bytes per provided buffer
-    unsigned listen_backlog = 4096;
+    unsigned listen_backlog = 4096;       // --listen-backlog
 
     // Authentication and admission (SPEC sections 2 and 5).
     std::string jwt_secret;               // --jwt-secret; empty: anonymous development mode

@@ -59,6 +59,8 @@ struct connection {
     uint8_t timer_list = 0;              // 0 none, 1 handshake, 2 linger
     bool heard = false;                  // bytes received since the last heartbeat visit
     bool pinged = false;                 // the last heartbeat visit sent a ping
+    bool spoke = false;                  // a message arrived since the last heartbeat visit (idle timeout)
+    uint16_t idle_visits = 0;            // heartbeat visits in a row without a message (idle timeout)
     bool in_use = false;
 
     bool ops_pending() const { return recv_armed || send_inflight || cancel_inflight; }

@@ -27,11 +27,16 @@
 #include "core/cli.h"
 #include "core/config.h"
 #include "core/listener.h"
+#include "core/log.h"
+#include "core/options.h"
+#include "core/sd_notify.h"
 #include "core/worker.h"
 
 namespace {
 
 using wsgate::core::config;
+using wsgate::core::log_level;
+namespace systemd = wsgate::core::systemd;
 using wsgate::core::worker;
 
 // CPUs this process may run on (respects taskset/cgroups), in order.
@@ -52,6 +57,99 @@ std::vector<int> usable_cpus() {
     return cpus;
 }
 
+std::string redacted_redis(const config& cfg) {
+    const wsgate::core::option_spec* o = wsgate::core::find_option_by_key("redis.url");
+    std::string v = wsgate::core::option_value_toml(*o, cfg);
+    return v.size() >= 2 ? v.substr(1, v.size() - 2) : v;  // without the TOML quotes
+}
+
+// What the main thread tells systemd while the workers run: STATUS with the
+// connection counts (when they change), WATCHDOG=1 while every worker loop
+// turns, EXTEND_TIMEOUT_USEC during the drain.
+struct notify_state {
+    explicit notify_state(const std::vector<std::unique_ptr<worker>>& w)
+        : workers(w), watchdog_ms(systemd::watchdog_usec() / 1000) {}
+
+    static uint64_t now_ms() {
+        timespec ts{};
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1'000'000;
+    }
+
+    uint64_t open_connections() const {
+        uint64_t n = 0;
+        for (const auto& w : workers) {
+            uint64_t a = w->stats().accepted.load(std::memory_order_relaxed);
+            uint64_t c = w->stats().closed.load(std::memory_order_relaxed);
+            n += a >= c ? a - c : 0;
+        }
+        return n;
+    }
+
+    std::string status_text(bool draining) const {
+        std::string s = draining ? "draining: " : "";
+        uint64_t ws = 0;
+        for (const auto& w : workers) {
+            ws += wsgate::core::websockets_open(w->stats());
+        }
+        s += std::to_string(ws) + " WebSocket connections (" +
+             std::to_string(open_connections()) + " TCP) on " + std::to_string(workers.size()) + " worker" +
+             (workers.size() == 1 ? "" : "s");
+        return s;
+    }
+
+    void tick(bool draining) {
+        uint64_t now = now_ms();
+        if (now - last_status_ms >= 2000) {
+            last_status_ms = now;
+            std::string st = status_text(draining);
+            if (st != last_status) {
+                systemd::notify("STATUS=" + st);
+                last_status = st;
+            }
+        }
+        if (draining && now - last_extend_ms >= 1000) {
+            extend();
+        }
+        if (watchdog_ms && now - last_watchdog_ms >= watchdog_ms / 4) {
+            std::vector<uint64_t> ticks;
+            for (const auto& w : workers) {
+                ticks.push_back(w->last_tick_ms());
+            }
+            // A worker finished with the drain no longer ticks: only running ones count.
+            int stale = draining ? -1 : systemd::first_stale_worker(ticks, now, watchdog_ms / 2);
+            if (stale < 0) {
+                systemd::notify("WATCHDOG=1");
+                last_watchdog_ms = now;
+                stalled_logged = false;
+            } else if (!stalled_logged) {
+                wsgate::core::log_line(log_level::error, "worker_stalled")
+                    .kv("worker", stale)
+                    .kv("since_ms", now - ticks[static_cast<size_t>(stale)])
+                    .kv("action", "withholding the systemd watchdog keep-alive");
+                stalled_logged = true;
+            }
+        }
+    }
+
+    void extend() {
+        uint64_t now = now_ms();
+        last_extend_ms = now;
+        if (now < drain_bound_ms) {
+            systemd::notify("EXTEND_TIMEOUT_USEC=" + std::to_string((drain_bound_ms - now + 3000) * 1000));
+        }
+    }
+
+    const std::vector<std::unique_ptr<worker>>& workers;
+    uint64_t watchdog_ms;
+    uint64_t last_status_ms = now_ms();
+    uint64_t last_watchdog_ms = 0;
+    uint64_t last_extend_ms = 0;
+    uint64_t drain_bound_ms = 0;
+    std::string last_status;
+    bool stalled_logged = false;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -59,6 +157,7 @@ int main(int argc, char** argv) {
     if (int rc = wsgate::core::parse_command_line(argc, argv, cfg); rc >= 0) {
         return rc;
     }
+    wsgate::core::set_log_level(cfg.log);
     std::vector<int> cpus = usable_cpus();
     unsigned threads = cfg.threads ? cfg.threads : static_cast<unsigned>(cpus.size());
 
@@ -77,7 +176,7 @@ int main(int argc, char** argv) {
         std::string error;
         int fd = wsgate::core::open_listener(cfg.listen_host, port, cfg.listen_backlog, error);
         if (fd < 0) {
-            std::fprintf(stderr, "wsgate: %s\n", error.c_str());
+            wsgate::core::log_line(log_level::error, "listen_failed").kv("error", error);
             return 1;
         }
         if (port == 0) {
@@ -112,37 +211,65 @@ int main(int argc, char** argv) {
             std::this_thread::sleep_for(std::chrono::milliseconds(1));
         }
         if (w->started() < 0) {
-            std::fprintf(stderr, "wsgate: worker setup failed: %s\n", std::strerror(-w->started()));
+            wsgate::core::log_line(log_level::error, "worker_setup_failed").kv("error", std::strerror(-w->started()));
             failed.store(1);
         }
     }
+    notify_state ns(workers);
     int status = 0;
-    if (!failed.load()) {
-        std::fprintf(stderr, "wsgate: listening on %s:%u with %u worker%s%s\n", cfg.listen_host.c_str(), port,
-                     threads, threads == 1 ? "" : "s", cfg.echo ? " (echo on /echo)" : "");
-        int sig = 0;
-        sigwait(&wait_set, &sig);
-        if (sig == SIGUSR1) {
-            status = 1;
-        }
-    } else {
+    if (failed.load()) {
         status = 1;
+    } else {
+        std::string addr = cfg.listen_host + ":" + std::to_string(port);
+        wsgate::core::log_line(log_level::info, "listening")
+            .kv("addr", addr)
+            .kv("workers", threads)
+            .kv("echo", cfg.echo ? "on" : "off")
+            .kv("redis", cfg.redis_url.empty() ? std::string("off") : redacted_redis(cfg))
+            .kv("server_id", cfg.server_id)
+            .kv("config", cfg.config_file.empty() ? std::string("none") : cfg.config_file);
+        systemd::notify("READY=1\nSTATUS=" + ns.status_text(false));
+        for (;;) {
+            timespec step{0, 250'000'000};
+            int sig = sigtimedwait(&wait_set, nullptr, &step);
+            if (sig == SIGUSR1) {
+                status = 1;
+                break;
+            }
+            if (sig == SIGTERM || sig == SIGINT) {
+                wsgate::core::log_line(log_level::info, "drain_started")
+                    .kv("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT")
+                    .kv("connections", ns.open_connections())
+                    .kv("drain_delay_ms", cfg.drain_delay_ms)
+                    .kv("drain_spread_ms", cfg.drain_spread_ms)
+                    .kv("close_timeout_ms", cfg.shutdown_timeout_ms);
+                break;
+            }
+            ns.tick(false);
+        }
+        // The drain's expected length: systemd's stop timeout is extended while
+        // it lasts (EXTEND_TIMEOUT_USEC), and no further: a wedged drain is still killed.
+        ns.drain_bound_ms = ns.now_ms() + cfg.drain_delay_ms + cfg.drain_spread_ms + cfg.shutdown_timeout_ms + 2000;
+        shared.draining.store(true, std::memory_order_relaxed);
+        systemd::notify("STOPPING=1\nSTATUS=" + ns.status_text(true));
+        ns.extend();
     }
     shared.draining.store(true, std::memory_order_relaxed);
     for (auto& w : workers) {
         w->stop();
     }
     if (status == 0) {
-        std::fprintf(stderr, "wsgate: draining (a second signal stops at once)\n");
         timespec poll{0, 100'000'000};
+        uint64_t t0 = ns.now_ms();
         while (finished.load() < workers.size()) {
             int sig = sigtimedwait(&wait_set, nullptr, &poll);
             if (sig == SIGTERM || sig == SIGINT) {
-                std::fprintf(stderr, "wsgate: second signal during the drain: exiting now\n");
-                std::fflush(stderr);
+                wsgate::core::log_line(log_level::warn, "second_signal").kv("action", "exiting now").kv("status", 1);
                 _exit(1);
             }
+            ns.tick(true);
         }
+        wsgate::core::log_line(log_level::info, "drained").kv("took_ms", ns.now_ms() - t0);
     }
     for (auto& t : pool) {
         t.join();
@@ -153,14 +280,12 @@ int main(int argc, char** argv) {
     // One line per worker at exit: what it did (the same counters as /metrics).
     for (size_t i = 0; i < workers.size(); ++i) {
         const auto& st = workers[i]->stats();
-        std::string line = "wsgate: worker " + std::to_string(i) + ":";
+        wsgate::core::log_line line(log_level::info, "worker_stats");
+        line.kv("worker", static_cast<uint64_t>(i));
         for (const wsgate::core::stat_field& f : wsgate::core::stat_fields) {
-            line += ' ';
-            line += f.name;
-            line += '=';
-            line += std::to_string((st.*f.member).load(std::memory_order_relaxed));
+            line.kv(f.name, (st.*f.member).load(std::memory_order_relaxed));
         }
-        std::fprintf(stderr, "%s\n", line.c_str());
     }
+    wsgate::core::log_line(status == 0 ? log_level::info : log_level::error, "exit").kv("status", status);
     return status;
 }

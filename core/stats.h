@@ -3,9 +3,55 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
 
 namespace wsgate::core {
+
+// Refused upgrades by HTTP status (wsgate_handshake_failures_by_status_total):
+// the statuses the upgrade path answers, then "other".
+inline constexpr uint16_t handshake_statuses[] = {400, 401, 403, 404, 405, 426, 429, 431, 500, 503};
+inline constexpr size_t handshake_status_slots = std::size(handshake_statuses) + 1;
+
+// Closed WebSocket connections by the close code of their closing handshake
+// (the code we sent, which echoes the peer's when it closed first), then
+// "other" (application codes 3000-4999, kept out of the label set) and "none"
+// (cut without a close handshake: reset, heartbeat timeout, drain cut).
+inline constexpr uint16_t tracked_close_codes[] = {1000, 1001, 1002, 1003, 1005, 1007, 1008,
+                                                   1009, 1010, 1011, 1012, 1013, 1014};
+inline constexpr size_t close_code_slots = std::size(tracked_close_codes) + 2;
+
+inline size_t handshake_status_index(uint16_t status) {
+    for (size_t i = 0; i < std::size(handshake_statuses); ++i) {
+        if (handshake_statuses[i] == status) {
+            return i;
+        }
+    }
+    return std::size(handshake_statuses);
+}
+
+inline size_t close_code_index(uint16_t code) {  // 0: no close handshake
+    if (code == 0) {
+        return close_code_slots - 1;
+    }
+    for (size_t i = 0; i < std::size(tracked_close_codes); ++i) {
+        if (tracked_close_codes[i] == code) {
+            return i;
+        }
+    }
+    return std::size(tracked_close_codes);
+}
+
+// Redis round-trip time (a PING per node per second on the command connection,
+// answered after the commands queued before it): histogram upper bounds in µs.
+inline constexpr uint64_t redis_rtt_bounds_us[] = {100, 250, 500, 1000, 2500, 5000, 10000,
+                                                   25000, 50000, 100000, 250000, 500000, 1000000, 2500000};
+inline constexpr size_t redis_rtt_slots = std::size(redis_rtt_bounds_us) + 1;  // + (+Inf)
+
+struct worker_stats;
+// WebSocket connections open on one worker: upgrades minus closes (by any code).
+uint64_t websockets_open(const worker_stats& st);
 
 // Counters of one worker, read by others only for reporting (relaxed atomics,
 // written by the owning thread alone).
@@ -54,6 +100,18 @@ struct worker_stats {
     std::atomic<uint64_t> heartbeat_timeouts{0};   // cut: silent for a whole interval after a ping
     std::atomic<uint64_t> redis_redirects{0};      // cluster: publications re-sent after -MOVED/-ASK
     std::atomic<uint64_t> redis_queries_local{0};  // presence/online answered for this gateway only (Redis down)
+    std::atomic<uint64_t> idle_closes{0};          // closed 1000: no message for --idle-timeout-s
+    std::atomic<uint64_t> upgrades{0};             // WebSocket upgrades completed (/ws and /echo)
+    std::atomic<uint64_t> bytes_in{0};             // bytes received from clients (TCP payload)
+    std::atomic<uint64_t> bytes_out{0};            // bytes sent to clients (TCP payload)
+
+    // Labelled counters and gauges (rendered by core/metrics.cpp, not in the exit line).
+    std::atomic<uint64_t> handshake_by_status[handshake_status_slots]{};
+    std::atomic<uint64_t> closes_by_code[close_code_slots]{};
+    std::atomic<uint64_t> rooms{0};                // gauge: rooms with a member on this worker
+    std::atomic<uint64_t> users{0};                // gauge: distinct users connected to this worker
+    std::atomic<uint64_t> redis_rtt_buckets[redis_rtt_slots]{};  // not cumulative; + (+Inf) last
+    std::atomic<uint64_t> redis_rtt_sum_us{0};
 };
 
 // One counter: its name (exit line; wsgate_<name>_total in /metrics) and help text.
@@ -114,6 +172,19 @@ inline constexpr stat_field stat_fields[] = {
     {"redis_queries_local",
      "presence/online answered for this gateway only (Redis down)",
      &worker_stats::redis_queries_local},
+    {"idle_closes", "closed 1000: no message for --idle-timeout-s", &worker_stats::idle_closes},
+    {"upgrades", "WebSocket upgrades completed (/ws and /echo)", &worker_stats::upgrades},
+    {"bytes_in", "bytes received from clients", &worker_stats::bytes_in},
+    {"bytes_out", "bytes sent to clients", &worker_stats::bytes_out},
 };
+
+inline uint64_t websockets_open(const worker_stats& st) {
+    uint64_t closed = 0;
+    for (const auto& c : st.closes_by_code) {
+        closed += c.load(std::memory_order_relaxed);
+    }
+    uint64_t up = st.upgrades.load(std::memory_order_relaxed);
+    return up >= closed ? up - closed : 0;
+}
 
 }  // namespace wsgate::core

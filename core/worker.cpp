@@ -1,6 +1,8 @@
 // The worker event loop: accept, handshake, WebSocket I/O, sends, timers, stop.
 #include "core/worker.h"
 
+#include "core/log.h"
+
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -45,6 +47,7 @@ constexpr uint32_t auth_logs_per_second = 10;     // per worker; the rest are on
 using protocol::wire_format;
 using protocol::ws_opcode;
 
+using detail::add;
 using detail::bump;
 using detail::make_id;
 
@@ -70,6 +73,7 @@ public:
     echo_handler(worker& w, connection& c) : _w(w), _c(c) {}
     void on_message(protocol::ws_opcode opcode, std::span<const uint8_t> payload) override {
         bump(_w._stats.messages_in);
+        _c.spoke = true;
         protocol::ws_conn::write_frame(_w._frames, _c.out, opcode, payload);
         bump(_w._stats.messages_out);
     }
@@ -164,7 +168,7 @@ int worker::setup() {
         CPU_ZERO(&set);
         CPU_SET(_cpu, &set);
         if (int err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set); err != 0) {
-            std::fprintf(stderr, "wsgate: worker %u: cannot pin to CPU %d: %s\n", _index, _cpu, std::strerror(err));
+            log_line(log_level::warn, "pin_failed").kv("worker", _index).kv("cpu", _cpu).kv("error", std::strerror(err));
         }
     }
     char name[16];
@@ -206,6 +210,7 @@ int worker::run() {
         _started.store(ret, std::memory_order_release);
         return ret;
     }
+    _tick_stamp_ms.store(monotonic_ns() / 1'000'000ull, std::memory_order_relaxed);
     _started.store(1, std::memory_order_release);
     for (;;) {
         flush();
@@ -218,7 +223,8 @@ int worker::run() {
         reset_arena();
         _turn_ms = now_ms();
         if (ret < 0 && ret != -EINTR && ret != -ETIME && ret != -EBUSY && ret != -EAGAIN) {
-            std::fprintf(stderr, "wsgate: worker %u: io_uring_submit_and_wait: %s\n", _index, std::strerror(-ret));
+            log_line(log_level::error, "ring_failed").kv("worker", _index).kv("call", "io_uring_submit_and_wait")
+                .kv("error", std::strerror(-ret));
             return ret;
         }
         unsigned head;
@@ -234,8 +240,7 @@ int worker::run() {
     // anything else is a reference-count bug. Fail loudly (exit status 1), so
     // every test that stops a gateway checks it.
     if (_fpool.live() != 0) {
-        std::fprintf(stderr, "wsgate: worker %u: BUG: %zu output frames still referenced at exit\n", _index,
-                     _fpool.live());
+        log_line(log_level::error, "bug_frames_leaked").kv("worker", _index).kv("frames", uint64_t{_fpool.live()});
         return -EFAULT;
     }
     return 0;
@@ -365,7 +370,8 @@ void worker::on_accept(int res, uint32_t flags) {
         uint32_t now = now_ms();
         if (_accept_error_logged_ms == 0 || now - _accept_error_logged_ms >= 1000) {
             _accept_error_logged_ms = now ? now : 1;
-            std::fprintf(stderr, "wsgate: worker %u: accept: %s\n", _index, std::strerror(-res));
+            log_line(log_level::warn, "accept_failed").kv("worker", _index).kv("error", std::strerror(-res))
+                .kv("note", "logged at most once a second; see wsgate_accept_errors_total");
         }
         if (!_draining) {
             return;
@@ -390,6 +396,9 @@ void worker::on_recv(uint32_t slot, int res, uint32_t flags) {
     }
     if (flags & IORING_CQE_F_BUFFER) {
         unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+        if (res > 0) {
+            add(_stats.bytes_in, static_cast<uint64_t>(res));
+        }
         if (res > 0 && (c.phase == conn_phase::handshake || c.phase == conn_phase::websocket) &&
             !c.close_after_flush) {
             c.heard = true;
@@ -471,6 +480,8 @@ void worker::on_handshake_bytes(uint32_t slot, connection& c, const uint8_t* dat
         }
         if (r.status >= 400 && r.target != protocol::endpoint::readyz) {
             bump(_stats.handshake_failures);
+            bump(_stats.handshake_by_status[handshake_status_index(r.status)]);
+            log_line(log_level::debug, "upgrade_failed").kv("worker", _index).kv("status", r.status);
         }
         list_remove(slot, c);
         c.out.append(r.response);
@@ -496,6 +507,11 @@ void worker::on_handshake_bytes(uint32_t slot, connection& c, const uint8_t* dat
     }
     if (!reject.empty()) {
         bump(_stats.handshake_failures);
+        uint16_t status = reject.size() > 12 ? static_cast<uint16_t>((reject[9] - '0') * 100 + (reject[10] - '0') * 10 +
+                                                                     (reject[11] - '0'))
+                                             : 0;  // "HTTP/1.1 NNN ..."
+        bump(_stats.handshake_by_status[handshake_status_index(status)]);
+        log_line(log_level::debug, "upgrade_failed").kv("worker", _index).kv("status", status);
         if (c.counted) {
             _hub.connections.fetch_sub(1, std::memory_order_relaxed);
             c.counted = false;
@@ -508,6 +524,12 @@ void worker::on_handshake_bytes(uint32_t slot, connection& c, const uint8_t* dat
     c.out.append(r.response);
     c.target = r.target;
     c.phase = conn_phase::websocket;
+    bump(_stats.upgrades);
+    if (log_enabled(log_level::debug)) {
+        log_line(log_level::debug, "ws_open").kv("worker", _index).kv("conn", make_id(slot, c.gen))
+            .kv("path", r.target == protocol::endpoint::ws ? "ws" : "echo")
+            .kv("user", c.sess ? std::string_view(c.sess->who.user) : std::string_view("-"));
+    }
     if (c.sess && _users.add(make_id(slot, c.gen), c.sess->who.user) == backplane::user_outcome::first_connection &&
         redis_on()) {
         redis_interest(true, false, c.sess->who.user);
@@ -545,9 +567,8 @@ bool worker::start_session(uint32_t slot, connection& c, const protocol::http_re
             _auth_logs = 0;
         }
         if (_auth_logs++ < auth_logs_per_second) {
-            std::fprintf(stderr, "wsgate: worker %u: upgrade refused (%u): %.*s\n", _index, a.status,
-                         static_cast<int>(protocol::auth_failure_name(a.failure).size()),
-                         protocol::auth_failure_name(a.failure).data());
+            log_line(log_level::warn, "upgrade_refused").kv("worker", _index).kv("status", a.status)
+                .kv("reason", protocol::auth_failure_name(a.failure));
         }
         reject = protocol::http_error_response(a.status, "",
                                                a.status == 401 ? "WWW-Authenticate: Bearer\r\n" : "");
@@ -837,6 +858,7 @@ void worker::on_send(uint32_t slot, int res) {
         abort_conn(slot, c);  // EPIPE, ECONNRESET, ECANCELED...
         return;
     }
+    add(_stats.bytes_out, static_cast<uint64_t>(res));
     consume_sent(c, static_cast<size_t>(res));
     bump(_stats.sends);
     if (c.q.empty()) {
@@ -919,6 +941,16 @@ void worker::maybe_free(uint32_t slot, connection& c) {
     if (c.phase != conn_phase::dead || c.ops_pending()) {
         return;
     }
+    if (c.target == protocol::endpoint::ws || c.target == protocol::endpoint::echo) {
+        // The code of the closing handshake: ours (an echo of the peer's when it
+        // closed first), else the peer's if we never answered, else none (cut).
+        uint16_t code = c.ws.sent_close_code() ? c.ws.sent_close_code() : c.ws.received_close_code();
+        bump(_stats.closes_by_code[close_code_index(code)]);
+        if (log_enabled(log_level::debug)) {
+            log_line(log_level::debug, "ws_closed").kv("worker", _index).kv("conn", make_id(slot, c.gen))
+                .kv("code", code).kv("peer_code", c.ws.received_close_code());
+        }
+    }
     teardown(slot, c);
     if (c.counted) {
         _hub.connections.fetch_sub(1, std::memory_order_relaxed);
@@ -938,6 +970,8 @@ void worker::maybe_free(uint32_t slot, connection& c) {
     c.batch = false;
     c.heard = false;
     c.pinged = false;
+    c.spoke = false;
+    c.idle_visits = 0;
     c.phase = conn_phase::handshake;
     c.timer_list = list_none;
     // c.dirty may still be set: flush() skips slots that are not in use, and
@@ -979,6 +1013,9 @@ void worker::list_remove(uint32_t slot, connection& c) {
 }
 
 void worker::on_timer() {
+    _tick_stamp_ms.store(monotonic_ns() / 1'000'000ull, std::memory_order_relaxed);
+    _stats.rooms.store(_rooms.size(), std::memory_order_relaxed);
+    _stats.users.store(_users.user_count(), std::memory_order_relaxed);
     uint32_t now = now_ms();
     // Each list is ordered by deadline (one timeout per list, pushed in time
     // order), so a sweep costs O(expired), not O(connections).
@@ -1095,23 +1132,51 @@ void worker::drain_step() {
     }
 }
 
+uint32_t worker::sweep_period_s() const {
+    // The ping interval when pings are on (the idle timeout is then at least
+    // one interval: checked at start-up), else a quarter of the idle timeout.
+    if (_cfg.ping_interval_s) {
+        return _cfg.ping_interval_s;
+    }
+    return _cfg.idle_timeout_s ? std::max(1u, _cfg.idle_timeout_s / 4) : 0;
+}
+
 void worker::heartbeat_step() {
-    // One pass over every slot per ping interval, a slice per tick: a connection
-    // silent since the last visit gets a ping; one still silent at the visit
-    // after that is cut. Any bytes count as life (a busy client's pong may queue
-    // behind its data). Cost per tick: interval slots / ticks per interval.
-    if (_cfg.ping_interval_s == 0 || _draining) {
+    // One pass over every slot per sweep period, a slice per tick. Ping: a
+    // connection silent since the last visit gets a ping; one still silent at
+    // the visit after that is cut. Any bytes count as life (a busy client's pong
+    // may queue behind its data). Idle timeout: a connection that sent no
+    // message for --idle-timeout-s (counted in visits) is closed 1000. Cost per
+    // tick: capacity / ticks per period slots, whatever the connections do.
+    uint32_t period_s = sweep_period_s();
+    if (period_s == 0 || _draining) {
         return;
     }
+    bool ping = _cfg.ping_interval_s != 0;
+    // Visits in a row without a message: the first visit may come right after
+    // one, so one more than timeout / period (closed T to T + period after it).
+    uint32_t idle_visits = _cfg.idle_timeout_s ? (_cfg.idle_timeout_s + period_s - 1) / period_s + 1 : 0;
     uint32_t cap = _conns.capacity();
-    uint64_t ticks = uint64_t{_cfg.ping_interval_s} * 1000 / tick_ms;
+    uint64_t ticks = std::max<uint64_t>(1, uint64_t{period_s} * 1000 / tick_ms);
     _hb_carry += cap;
-    uint32_t n = static_cast<uint32_t>(_hb_carry / std::max<uint64_t>(1, ticks));
-    _hb_carry -= static_cast<uint32_t>(n * std::max<uint64_t>(1, ticks));
+    uint32_t n = static_cast<uint32_t>(_hb_carry / ticks);
+    _hb_carry -= static_cast<uint32_t>(n * ticks);
     for (uint32_t i = 0; i < n && cap > 0; ++i) {
         uint32_t slot = _hb_cursor++ % cap;
         connection& c = _conns[slot];
         if (!c.in_use || c.phase != conn_phase::websocket || c.close_after_flush) {
+            continue;
+        }
+        if (idle_visits) {
+            c.idle_visits = c.spoke ? 0 : static_cast<uint16_t>(std::min<uint32_t>(c.idle_visits + 1u, 65535u));
+            c.spoke = false;
+            if (c.idle_visits >= idle_visits) {
+                bump(_stats.idle_closes);
+                close_ws(slot, c, protocol::close_code::normal, "idle timeout");
+                continue;
+            }
+        }
+        if (!ping) {
             continue;
         }
         if (c.heard) {

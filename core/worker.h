@@ -63,6 +63,9 @@ public:
     const worker_stats& stats() const { return _stats; }
     // 0 while starting, 1 running, -errno when setup failed.
     int started() const { return _started.load(std::memory_order_acquire); }
+    // CLOCK_MONOTONIC ms of this worker's last timer tick (100 ms apart while its
+    // loop turns): the systemd watchdog is fed only while every worker's is fresh.
+    uint64_t last_tick_ms() const { return _tick_stamp_ms.load(std::memory_order_relaxed); }
 
 private:
     enum class op : uint8_t { accept = 1, recv, send, cancel, timer, wake, ignore, inbox, redis_connect, redis_recv,
@@ -86,7 +89,8 @@ private:
     void on_timer();
     void on_wake();
     void drain_step();              // graceful drain: the next batch of notices and closes
-    void heartbeat_step();          // one slice of the ping sweep
+    void heartbeat_step();
+    uint32_t sweep_period_s() const;          // one slice of the ping sweep
     bool redis_quiet() const;       // nothing left to write or to hear back from Redis
 
     // Client protocol (/ws).
@@ -143,6 +147,9 @@ private:
         sockaddr_storage addr{};
         socklen_t addr_len = 0;         // 0: not an IP literal, never dialled
         redis_conn c[2];                // [redis_sub], [redis_cmd]
+        uint64_t ping_sent_ns = 0;      // round-trip probe (wsgate_redis_rtt_seconds) in flight since
+        uint32_t ping_next_ms = 0;
+        bool ping_inflight = false;
     };
     // A cluster-mode SPUBLISH kept until its reply, to follow -MOVED/-ASK.
     struct retained_publish {
@@ -203,7 +210,7 @@ private:
     void write_user_record(std::string_view user, int64_t wall);
     int64_t wall_ms() const;        // CLOCK_REALTIME, ms (presence scores and records)
     // Redis command tokens: kind in the top byte, an id below.
-    enum class rtok : uint8_t { none = 0, publish, write, presence, online, unregister, slots };
+    enum class rtok : uint8_t { none = 0, publish, write, presence, online, unregister, slots, ping };
     static uint64_t make_token(rtok k, uint64_t id) { return (static_cast<uint64_t>(k) << 56) | id; }
 
     // Output queue plumbing.
@@ -328,6 +335,7 @@ private:
     uint64_t _clock_base_ns = 0;
 
     std::atomic<int> _started{0};
+    std::atomic<uint64_t> _tick_stamp_ms{0};
     worker_stats _stats;
 };
 

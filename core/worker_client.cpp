@@ -139,6 +139,7 @@ bool worker::rate_allows(uint32_t slot, connection& c, wire_format fmt, std::str
 
 void worker::on_client_message(uint32_t slot, connection& c, ws_opcode opcode, std::span<const uint8_t> payload) {
     bump(_stats.messages_in);
+    c.spoke = true;
     if (!c.sess || c.close_after_flush) {
         return;
     }

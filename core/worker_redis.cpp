@@ -29,7 +29,14 @@ namespace wsgate::core {
 
 namespace {
 
+using detail::add;
 using detail::bump;
+
+uint64_t precise_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
 
 constexpr uint32_t cluster_recheck_ms = 5000;  // CLUSTER SLOTS at least this often
 constexpr uint8_t max_redirects = 3;           // per publication
@@ -72,8 +79,8 @@ void worker::redis_add_node(std::string_view host, uint16_t port) {
         v6->sin6_port = htons(port);
         n->addr_len = sizeof(sockaddr_in6);
     } else if (!_rnodes.empty()) {
-        std::fprintf(stderr, "wsgate: worker %u: redis cluster node %s is not an IP address: not used\n", _index,
-                     n->name.c_str());
+        log_line(log_level::warn, "redis_node_skipped").kv("worker", _index).kv("node", n->name)
+            .kv("reason", "not an IP address");
     }
     for (unsigned which : {redis_sub, redis_cmd}) {
         backplane::redis_session_options o;
@@ -168,8 +175,8 @@ void worker::redis_drop(uint32_t node, unsigned which, const char* why) {
         bump(_stats.redis_disconnects);
     }
     if (was_connected) {
-        std::fprintf(stderr, "wsgate: worker %u: redis %s %s connection lost: %s\n", _index,
-                     _rnodes[node]->name.c_str(), which == redis_sub ? "subscriber" : "command", why);
+        log_line(log_level::warn, "redis_disconnected").kv("worker", _index).kv("node", _rnodes[node]->name)
+            .kv("conn", which == redis_sub ? "subscriber" : "command").kv("error", why);
     }
     // Operations still in flight on this socket complete once it is shut down
     // (no cancel by fd: the number may be reused before the SQE is submitted);
@@ -266,8 +273,8 @@ void worker::redis_events(uint32_t node, unsigned which) {
             break;
         case backplane::redis_event_kind::handshake_failed:
         case backplane::redis_event_kind::protocol_error:
-            std::fprintf(stderr, "wsgate: worker %u: redis %s: %.*s\n", _index, _rnodes[node]->name.c_str(),
-                         static_cast<int>(ev.text.size()), ev.text.data());
+            log_line(log_level::error, "redis_error").kv("worker", _index).kv("node", _rnodes[node]->name)
+                .kv("error", ev.text);
             break;
         default:
             break;
@@ -313,6 +320,18 @@ void worker::redis_tick() {
             if (r.fd < 0 && _rnodes[node]->addr_len && static_cast<int64_t>(now) >= r.s->next_connect_ms()) {
                 redis_connect(node, which);
             }
+        }
+    }
+    // Round-trip probe: one PING per node per second on the command connection.
+    // It queues behind the commands already written, so it measures what a
+    // presence query or a publish waits, not an idle server's best case.
+    for (uint32_t node = 0; node < _rnodes.size(); ++node) {
+        redis_node& n = *_rnodes[node];
+        backplane::redis_session& s = *n.c[redis_cmd].s;
+        if (!n.ping_inflight && s.connected() && static_cast<int32_t>(now - n.ping_next_ms) >= 0 &&
+            s.command({"PING"}, make_token(rtok::ping, node))) {
+            n.ping_inflight = true;
+            n.ping_sent_ns = precise_ns();
         }
     }
     if (cluster()) {
@@ -498,6 +517,22 @@ void worker::redis_reply(const backplane::redis_event& ev) {
     switch (kind) {
     case rtok::none:
         return;
+    case rtok::ping:
+        if (id < _rnodes.size()) {
+            redis_node& n = *_rnodes[id];
+            n.ping_inflight = false;
+            n.ping_next_ms = now_ms() + 1000;
+            if (!error && !ev.connection_lost) {
+                uint64_t us = (precise_ns() - n.ping_sent_ns) / 1000;
+                size_t b = 0;
+                while (b < std::size(redis_rtt_bounds_us) && us > redis_rtt_bounds_us[b]) {
+                    ++b;
+                }
+                bump(_stats.redis_rtt_buckets[b]);
+                add(_stats.redis_rtt_sum_us, us);
+            }
+        }
+        return;
     case rtok::publish: {
         auto it = id ? _retained.find(id) : _retained.end();
         if (!error) {
@@ -536,9 +571,8 @@ void worker::redis_reply(const backplane::redis_event& ev) {
         if (error || !_cmap->load_slots(ev.value, err)) {
             if (!ev.connection_lost) {
                 bump(_stats.redis_errors);
-                std::fprintf(stderr, "wsgate: worker %u: redis CLUSTER SLOTS: %.*s\n", _index,
-                             static_cast<int>(error ? ev.text.size() : err.size()),
-                             error ? ev.text.data() : err.data());
+                log_line(log_level::error, "redis_cluster_slots_failed").kv("worker", _index)
+                    .kv("error", error ? std::string_view(ev.text) : std::string_view(err));
             }
             _cmap_wanted = true;
             return;
@@ -550,8 +584,8 @@ void worker::redis_reply(const backplane::redis_event& ev) {
         if (error && !ev.connection_lost) {
             bump(_stats.redis_errors);
             if (_stats.redis_errors.load(std::memory_order_relaxed) <= 3) {
-                std::fprintf(stderr, "wsgate: worker %u: redis presence write failed: %.*s\n", _index,
-                             static_cast<int>(ev.text.size()), ev.text.data());
+                log_line(log_level::error, "redis_presence_write_failed").kv("worker", _index).kv("error", ev.text)
+                    .kv("note", "first 3 logged; see wsgate_redis_errors_total");
             }
         }
         return;

@@ -18,8 +18,8 @@ debian_packages=(
   build-essential cmake pkg-config git
   liburing-dev libwslay-dev libhiredis-dev libsimdjson-dev libjemalloc-dev
   libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
-  zlib1g-dev libdeflate-dev libssl-dev
-  python3 python3-websockets redis-server procps util-linux curl
+  zlib1g-dev libdeflate-dev libssl-dev libtomlplusplus-dev libsystemd-dev
+  python3 python3-websockets redis-server procps util-linux curl nginx haproxy systemd
 )
 
 as_root() {

@@ -99,7 +99,7 @@ unittest base
                                          killed at cleanup (for tests that read exit counters)
 
 Gateway exit counters
-    parse_worker_stats(log_text) -> list[dict[str, int]]   one dict per "wsgate: worker N:" line
+    parse_worker_stats(log_text) -> list[dict[str, int]]   one dict per "event=worker_stats worker=N" line
     sum_stats(rows) -> dict[str, int]
     stop_with_stats(testcase, gw) -> list[dict]            SIGTERM, assert exit 0 and one line
                                                             per worker, return the rows
@@ -828,7 +828,7 @@ def make_token(secret: str | bytes, claims: Any, header: Any = None, alg: str = 
 # Gateway exit counters
 # --------------------------------------------------------------------------------------
 
-STATS_RE = re.compile(r"^wsgate: worker (\d+): (.*)$", re.M)
+STATS_RE = re.compile(r"event=worker_stats worker=(\d+) (.*)$", re.M)
 
 
 def parse_worker_stats(log_text: str) -> list[dict[str, int]]:

@@ -25,7 +25,7 @@ from wsgate_fixture import Gateway, HttpResponse
 SECRET = "integration-test-secret-\u00e9-0123456789"
 OTHER_SECRET = "integration-test-secret-\u00e9-0123456788"
 LEEWAY_S = 30                       # the gateway's default --jwt-leeway-s
-REFUSAL_RE = re.compile(r"upgrade refused \((\d+)\): (\w+)")
+REFUSAL_RE = re.compile(r"event=upgrade_refused worker=\d+ status=(\d+) reason=(\w+)")
 FAILURE_NAMES = ("missing_token", "malformed", "bad_alg", "bad_signature", "expired",
                  "not_yet_valid", "missing_sub", "bad_user", "origin_not_allowed")
 ALLOWED_ORIGIN = "https://app.example.com"

@@ -13,7 +13,6 @@ reproduces. Runs in well under a minute on 2 cores, release or ASan build."""
 import asyncio
 import os
 import random
-import re
 import select
 import socket
 import threading
@@ -22,13 +21,14 @@ import unittest
 
 import websockets
 
+from client_proto import parse_worker_stats, sum_stats
+
 from wsgate_fixture import (OP_BINARY, OP_TEXT, Gateway, RawWS, binary_is_asan, build_frame,
                             frame_header, http_exchange, mask_bytes, upgrade_request)
 
 SEED = int(os.environ.get("WSGATE_TEST_SEED", "6455"))
 KIB, MIB = 1 << 10, 1 << 20
 OUTBOUND_BOUND = 16 * MIB          # core/config.h max_outbound_bytes
-STATS_RE = re.compile(r"^wsgate: worker (\d+): (.*)$", re.M)
 
 
 # --------------------------------------------------------------------------------------
@@ -127,13 +127,9 @@ class BackpressureCase(unittest.TestCase):
         rc, took = gw.signal_and_wait()
         log = gw.log_text(limit=1 << 20)
         self.assertEqual(rc, 0, f"exit code after SIGTERM (took {took:.1f}s)\n{log[-4000:]}")
-        rows = STATS_RE.findall(log)
+        rows = parse_worker_stats(log)
         self.assertEqual(len(rows), gw.threads, f"one stats line per worker expected\n{log[-4000:]}")
-        total: dict[str, int] = {}
-        for _idx, fields in rows:
-            for kv in fields.split():
-                k, _, v = kv.partition("=")
-                total[k] = total.get(k, 0) + int(v)
+        total = sum_stats(rows)
         for k in ("accepted", "closed", "messages_in", "messages_out", "sends", "enobufs",
                   "outbound_overflow_closes", "handshake_failures", "handshake_timeouts"):
             self.assertIn(k, total, f"counter {k} missing from the stats line\n{log[-2000:]}")

@@ -9,18 +9,20 @@ not answer the close are cut after --close-timeout-ms; this gateway's Redis pres
 exit 0. A second SIGTERM during the drain exits at once.
 
 Heartbeats: a connection silent for a ping interval is pinged; one still silent at the next
-visit is cut; one that answers (or talks) stays.
+visit is cut; one that answers (or talks) stays. Idle timeout: a connection that sends no
+message (pongs do not count) for --idle-timeout-s is closed 1000 "idle timeout".
 """
 
 import json
 import signal
 import socket
+import subprocess
 import time
 import unittest
 
 from client_proto import Client, parse_worker_stats, sum_stats
 from test_redis import REDIS, REDIS_CLI, RedisServer
-from wsgate_fixture import OP_PING, OP_PONG, OP_TEXT, Gateway, PeerClosed, RawWS, http_exchange
+from wsgate_fixture import OP_PING, OP_PONG, OP_TEXT, Gateway, PeerClosed, RawWS, gateway_binary, http_exchange
 
 
 def stats_of(gw: Gateway) -> dict:
@@ -160,7 +162,7 @@ class DrainTest(unittest.TestCase):
         gw.proc.send_signal(signal.SIGTERM)
         self.assertEqual(gw.proc.wait(5), 1)
         self.assertLess(time.monotonic() - t0, 2)
-        self.assertIn("second signal", gw.log_text())
+        self.assertIn("event=second_signal", gw.log_text())
 
 
 @unittest.skipUnless(REDIS and REDIS_CLI, "redis-server not installed")
@@ -229,6 +231,63 @@ class HeartbeatTest(unittest.TestCase):
         s = stats_of(gw)
         self.assertGreaterEqual(s["heartbeat_timeouts"], 1)
         self.assertGreaterEqual(s["pings_sent"], 2)
+
+    def test_idle_timeout_closes_1000_and_pongs_do_not_count(self):
+        # Pings every second, idle timeout 2 s: a client that answers every ping
+        # but sends no message is closed 1000 "idle timeout" after 2-3 s; one that
+        # sends a message every 0.4 s stays.
+        gw = Gateway("--ping-interval-s", "1", "--idle-timeout-s", "2", threads=1).start()
+        self.addCleanup(gw.kill)
+        idle = RawWS.connect(gw.port, "/echo")
+        busy = RawWS.connect(gw.port, "/echo")
+        self.addCleanup(idle.sock.close)
+        self.addCleanup(busy.sock.close)
+        t0 = time.monotonic()
+        close_code = None
+        next_send = t0
+        while time.monotonic() - t0 < 5 and close_code is None:
+            if time.monotonic() >= next_send:
+                busy.send_text("still here")
+                next_send += 0.4
+            for ws, answers in ((idle, True), (busy, False)):
+                f = ws.poll_frame(0.02)
+                if f is None:
+                    continue
+                if f.opcode == OP_PING:
+                    ws.send_frame(OP_PONG, f.payload)
+                elif f.opcode == 0x8:
+                    self.assertIs(ws, idle, f"the busy client was closed: {f}")
+                    close_code = (f.close_code, f.payload[2:])
+        took = time.monotonic() - t0
+        self.assertEqual(close_code, (1000, b"idle timeout"))
+        self.assertGreaterEqual(took, 1.9, "closed before the idle timeout")
+        self.assertLess(took, 4.5, "closed much later than timeout + one interval")
+        busy.send_text("after")
+        while True:
+            f = busy.recv_frame(3)
+            if f.opcode == OP_TEXT and f.payload == b"after":
+                break
+        self.assertEqual(gw.stop(), 0)
+        s = stats_of(gw)
+        self.assertEqual(s["idle_closes"], 1)
+
+    def test_idle_timeout_without_pings(self):
+        gw = Gateway("--ping-interval-s", "0", "--idle-timeout-s", "1", threads=1).start()
+        self.addCleanup(gw.kill)
+        ws = RawWS.connect(gw.port, "/echo")
+        self.addCleanup(ws.sock.close)
+        t0 = time.monotonic()
+        f = ws.recv_frame(5)
+        self.assertEqual((f.opcode, f.close_code), (0x8, 1000), f)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.9)
+        self.assertEqual(gw.stop(), 0)
+
+    def test_idle_timeout_shorter_than_ping_interval_is_refused(self):
+        p = subprocess.run([gateway_binary(), "--ping-interval-s", "30", "--idle-timeout-s", "10", "--check-config"],
+                           capture_output=True, text=True, timeout=10)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("--idle-timeout-s", p.stderr)
+        self.assertIn("ping interval", p.stderr)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import time
 import unittest
 
 from client_proto import Client
-from wsgate_fixture import Gateway, http_exchange
+from wsgate_fixture import Gateway, RawWS, http_exchange
 
 NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\["\\n])*)"')
@@ -69,7 +69,17 @@ def parse_exposition(text: str) -> dict:
         value = float(fields[0])  # raises on garbage
         assert not math.isnan(value) or fields[0] == "NaN"
         family = name
+        for suffix in ("_bucket", "_sum", "_count"):  # a histogram's series belong to its family
+            base = name[:-len(suffix)]
+            if name.endswith(suffix) and base in families and families[base]["type"] == "histogram":
+                family = base
+                break
         assert family in families and families[family]["type"], f"line {n}: sample without TYPE: {name}"
+        if families[family]["type"] == "histogram":
+            assert name != family, f"line {n}: a histogram has only _bucket, _sum and _count series"
+            if name.endswith("_bucket"):
+                assert "le" in dict(labels), f"line {n}: a bucket without le"
+                float(dict(labels)["le"])  # raises on garbage ("+Inf" parses)
         if current != family:
             assert family not in closed, f"line {n}: samples of {family} are not contiguous"
             if current:
@@ -79,10 +89,37 @@ def parse_exposition(text: str) -> dict:
         assert (name, labels) not in series, f"line {n}: duplicate series {name}{labels}"
         series[(name, labels)] = value
     for fam, f in families.items():
+        if f["type"] == "histogram":
+            check_histogram(fam, f["samples"])
         if f["type"] == "counter":
             assert fam.endswith("_total"), f"counter {fam} must end in _total"
             assert all(v >= 0 for v in f["samples"].values()), f"negative counter {fam}"
     return families
+
+
+HIST = ('# HELP h x\n# TYPE h histogram\nh_bucket{le="0.1"} 1\nh_bucket{le="1"} 2\nh_bucket{le="+Inf"} 3\n'
+        'h_sum 0.5\nh_count 3\n')
+
+
+def check_histogram(fam: str, samples: dict) -> None:
+    """Per label set (le aside): buckets cumulative in increasing le, the last +Inf, _count ==
+    the +Inf bucket, a _sum."""
+    groups: dict[tuple, dict] = {}
+    for (name, labels), v in samples.items():
+        rest = tuple(kv for kv in labels if kv[0] != "le")
+        g = groups.setdefault(rest, {"buckets": [], "sum": None, "count": None})
+        if name.endswith("_bucket"):
+            g["buckets"].append((float(dict(labels)["le"]), v))
+        elif name.endswith("_sum"):
+            g["sum"] = v
+        else:
+            g["count"] = v
+    for rest, g in groups.items():
+        b = sorted(g["buckets"])
+        assert b and b[-1][0] == math.inf, f"{fam}{rest}: no +Inf bucket"
+        assert all(b[i][1] <= b[i + 1][1] for i in range(len(b) - 1)), f"{fam}{rest}: buckets not cumulative"
+        assert g["count"] == b[-1][1], f"{fam}{rest}: _count != +Inf bucket"
+        assert g["sum"] is not None and g["sum"] >= 0, f"{fam}{rest}: no _sum"
 
 
 class MetricsTest(unittest.TestCase):
@@ -114,11 +151,65 @@ class MetricsTest(unittest.TestCase):
         self.assertGreaterEqual(accepted, 4)
         self.assertGreaterEqual(self.total(after, "wsgate_messages_in_total"), 8)
         self.assertGreaterEqual(self.total(after, "wsgate_requests_rejected_total"), 4)
-        for fam in ("wsgate_heartbeat_timeouts_total", "wsgate_redis_connects_total", "wsgate_drain_cut_total"):
+        for fam in ("wsgate_heartbeat_timeouts_total", "wsgate_redis_connects_total", "wsgate_drain_cut_total",
+                    "wsgate_bytes_in_total", "wsgate_bytes_out_total", "wsgate_redis_rtt_seconds"):
             self.assertIn(fam, after)
             self.assertTrue(after[fam]["help"], f"{fam} has a HELP text")
+        self.assertGreater(self.total(after, "wsgate_bytes_in_total"), 4 * 150, "upgrade requests + messages")
+        self.assertGreater(self.total(after, "wsgate_bytes_out_total"), 4 * 129, "101 responses + replies")
+        # Rooms and users are gauges refreshed on each worker's 100 ms tick.
+        deadline = time.monotonic() + 3
+        while True:
+            g = self.scrape(gw)
+            rooms = self.total(g, "wsgate_rooms")
+            users = self.total(g, "wsgate_users")
+            if (rooms, users) == (self.expected_rooms(g), 4) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertEqual(users, 4, "four users, one connection each")
+        self.assertEqual(rooms, self.expected_rooms(g), "room r on every worker holding one of its members")
+        self.assertEqual(g["wsgate_redis_rtt_seconds"]["type"], "histogram")
+
+    @staticmethod
+    def expected_rooms(fams: dict) -> int:
+        # Room r exists once on each worker that holds one of the 4 members.
+        return sum(1 for (_, labels), v in fams["wsgate_users"]["samples"].items() if v > 0)
+
+    def test_refused_upgrades_and_closes_are_counted_by_status_and_code(self):
+        gw = Gateway("--jwt-secret", "k" * 32, threads=1).start()
+        self.addCleanup(gw.kill)
+        for _ in range(3):  # no token: 401
+            r = http_exchange(gw.port, b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                                       b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                       b"Sec-WebSocket-Version: 13\r\n\r\n")
+            self.assertEqual(r.status, 401)
+        r = http_exchange(gw.port, b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertEqual(r.status, 404)
+        # /echo needs no token: closes with 1000 (client first), 1001 and 4000 (application, "other").
+        for code in (1000, 1001, 4000):
+            ws = RawWS.connect(gw.port, "/echo")
+            ws.send_close(code)
+            f = ws.recv_frame(3)
+            self.assertEqual(f.close_code, code)
+            ws.sock.close()
+        deadline = time.monotonic() + 3
+        while True:
+            fams = self.scrape(gw)
+            by_code = {dict(l)["code"]: v for (_, l), v in
+                       fams["wsgate_connections_closed_by_code_total"]["samples"].items()}
+            if by_code["other"] >= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        by_status = {dict(l)["status"]: v for (_, l), v in
+                     fams["wsgate_handshake_failures_by_status_total"]["samples"].items()}
+        self.assertEqual(by_status["401"], 3)
+        self.assertEqual(by_status["404"], 1)
+        self.assertEqual(sum(by_status.values()), self.total(fams, "wsgate_handshake_failures_total"))
+        self.assertEqual((by_code["1000"], by_code["1001"], by_code["other"]), (1, 1, 1), by_code)
+        self.assertEqual(gw.stop(), 0)
 
     def test_parser_rejects_what_prometheus_rejects(self):
+        parse_exposition(HIST)
         good = "# HELP a_total x\n# TYPE a_total counter\na_total{w=\"1\"} 3\n"
         parse_exposition(good)
         for bad in (good[:-1],                                           # no final newline
@@ -127,7 +218,11 @@ class MetricsTest(unittest.TestCase):
                     "# TYPE a counter\na 1\n",                           # counter without _total
                     good.replace("3", "three"),                          # bad value
                     good.replace('w="1"', "w=1"),                        # unquoted label value
-                    good + "# TYPE b gauge\nb 1\na_total{w=\"2\"} 1\n"):  # family not contiguous
+                    good + "# TYPE b gauge\nb 1\na_total{w=\"2\"} 1\n",  # family not contiguous
+                    HIST.replace('le="+Inf"} 3', 'le="+Inf"} 1'),           # buckets not cumulative
+                    HIST.replace("h_count 3", "h_count 4"),                # _count != +Inf bucket
+                    HIST.replace('h_bucket{le="+Inf"} 3\n', ""),           # no +Inf bucket
+                    HIST.replace("h_sum 0.5\n", "h 1\n")):                # a bare histogram sample
             with self.assertRaises((AssertionError, ValueError), msg=bad):
                 parse_exposition(bad)
 

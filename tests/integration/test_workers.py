@@ -10,6 +10,7 @@ import re
 import socket
 import unittest
 
+from client_proto import parse_worker_stats
 from wsgate_fixture import Gateway, RawWS
 
 
@@ -34,11 +35,8 @@ def worker_threads(pid):
 
 
 def stats(log):
-    """Per-worker counters from the lines printed at exit."""
-    rows = {}
-    for m in re.finditer(r"wsgate: worker (\d+): (.*)", log):
-        rows[int(m.group(1))] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
-    return rows
+    """Per-worker counters from the lines printed at exit, by worker index."""
+    return {row["worker"]: row for row in parse_worker_stats(log)}
 
 
 class Workers(unittest.TestCase):

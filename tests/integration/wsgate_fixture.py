@@ -103,8 +103,10 @@ class Gateway:
 
     def __init__(self, *extra_args: str, threads: int = 2, echo: bool = True,
                  handshake_timeout_ms: int | None = 500, max_message: int | None = None,
-                 host: str = "127.0.0.1", drain_delay_ms: int | None = 0, drain_spread_ms: int | None = 0):
+                 host: str = "127.0.0.1", drain_delay_ms: int | None = 0, drain_spread_ms: int | None = 0,
+                 env: dict[str, str] | None = None):
         self.host = host
+        self.env = env  # added to (or, with None values, removed from) the inherited environment
         # Tests stop gateways all the time: no drain delay and no close spreading unless a
         # test asks for them (None: the gateway's defaults, 5 s and 2 s).
         self.drain_delay_ms = drain_delay_ms
@@ -138,7 +140,15 @@ class Gateway:
         for _attempt in range(3):  # the free port can be taken between probe and bind
             port = free_port(self.host)
             self._log = tempfile.TemporaryFile(prefix="wsgate-log-")
-            self.proc = subprocess.Popen(self.command(port), stdin=subprocess.DEVNULL,
+            env = None
+            if self.env is not None:
+                env = dict(os.environ)
+                for k, v in self.env.items():
+                    if v is None:
+                        env.pop(k, None)
+                    else:
+                        env[k] = v
+            self.proc = subprocess.Popen(self.command(port), stdin=subprocess.DEVNULL, env=env,
                                          stdout=self._log, stderr=subprocess.STDOUT,
                                          preexec_fn=_die_with_parent)
             _started.append(self)
