@@ -155,7 +155,7 @@ async def run(args, port_a: int, port_b: int, pid_a: int) -> dict:
     await asyncio.gather(*(follow(c, r, w, port_b, deadline) for c, r, w in conns))
 
     def rel(ts):
-        ts = [t - t0 for t in ts if t is not None]
+        ts = [round(t - t0, 3) for t in ts if t is not None]
         return (min(ts), max(ts)) if ts else (None, None)
 
     notices = [c.notice_t for c in clients if c.notice_t]

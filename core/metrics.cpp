@@ -95,6 +95,15 @@ std::string render_metrics(std::span<const worker_stats* const> stats, const met
         // the bucket and the count increments cannot disagree).
         out += "wsgate_redis_rtt_seconds_count{" + worker_label(w) + "} " + std::to_string(cumulative) + '\n';
     }
+    // server_id is [A-Za-z0-9._-] (validated at start) and the version digits and dots:
+    // neither needs label escaping.
+    out += "# HELP wsgate_info this gateway: its --server-id and version (always 1)\n";
+    out += "# TYPE wsgate_info gauge\n";
+    out += "wsgate_info{server_id=\"";
+    out += g.server_id;
+    out += "\",version=\"";
+    out += g.version;
+    out += "\"} 1\n";
     out += "# HELP wsgate_draining 1 from the first SIGTERM/SIGINT on (graceful drain)\n";
     out += "# TYPE wsgate_draining gauge\n";
     out += g.draining ? "wsgate_draining 1\n" : "wsgate_draining 0\n";

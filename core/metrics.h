@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "core/stats.h"
 
@@ -12,6 +13,8 @@ namespace wsgate::core {
 
 struct metrics_gauges {
     bool draining = false;
+    std::string_view server_id;  // wsgate_info labels: which gateway answered
+    std::string_view version;
 };
 
 // The body; `stats[i]` is worker i's counters (relaxed loads).

@@ -101,6 +101,7 @@ struct worker_stats {
     std::atomic<uint64_t> redis_redirects{0};      // cluster: publications re-sent after -MOVED/-ASK
     std::atomic<uint64_t> redis_queries_local{0};  // presence/online answered for this gateway only (Redis down)
     std::atomic<uint64_t> idle_closes{0};          // closed 1000: no message for --idle-timeout-s
+    std::atomic<uint64_t> drain_late_accepts{0};   // queued connections taken as the listener closed
     std::atomic<uint64_t> upgrades{0};             // WebSocket upgrades completed (/ws and /echo)
     std::atomic<uint64_t> bytes_in{0};             // bytes received from clients (TCP payload)
     std::atomic<uint64_t> bytes_out{0};            // bytes sent to clients (TCP payload)
@@ -173,6 +174,8 @@ inline constexpr stat_field stat_fields[] = {
      "presence/online answered for this gateway only (Redis down)",
      &worker_stats::redis_queries_local},
     {"idle_closes", "closed 1000: no message for --idle-timeout-s", &worker_stats::idle_closes},
+    {"drain_late_accepts", "connections still queued when the listener closed: taken, not reset",
+     &worker_stats::drain_late_accepts},
     {"upgrades", "WebSocket upgrades completed (/ws and /echo)", &worker_stats::upgrades},
     {"bytes_in", "bytes received from clients", &worker_stats::bytes_in},
     {"bytes_out", "bytes sent to clients", &worker_stats::bytes_out},

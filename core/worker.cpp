@@ -10,6 +10,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <sys/random.h>
@@ -343,25 +344,49 @@ void worker::handle(io_uring_cqe* cqe) {
     maybe_free(slot, c);
 }
 
+void worker::adopt(int fd) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    uint32_t slot = _conns.allocate();
+    connection& c = _conns[slot];
+    c.fd = fd;
+    c.phase = conn_phase::handshake;
+    bump(_stats.accepted);
+    list_push(list_handshake, slot, c, now_ms() + _cfg.handshake_timeout_ms);
+    arm_recv(slot);
+}
+
+void worker::close_listener() {
+    if (_listener_closed) {
+        return;
+    }
+    // Connections already in the accept queue completed their handshake with
+    // us: closing the listener would reset them. Take them first (the window
+    // left is the few microseconds between the last accept and the close).
+    int flags = fcntl(_listen_fd, F_GETFL);
+    if (flags >= 0 && fcntl(_listen_fd, F_SETFL, flags | O_NONBLOCK) == 0) {
+        for (;;) {
+            int fd = accept4(_listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+            if (fd < 0) {
+                break;
+            }
+            adopt(fd);
+            bump(_stats.drain_late_accepts);
+        }
+    }
+    close(_listen_fd);
+    _listener_closed = true;
+}
+
 void worker::on_accept(int res, uint32_t flags) {
     if (!(flags & IORING_CQE_F_MORE)) {
         _accept_armed = false;
     }
     if (res >= 0) {
-        int fd = res;
-        if (_draining) {
-            close(fd);
-        } else {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            uint32_t slot = _conns.allocate();
-            connection& c = _conns[slot];
-            c.fd = fd;
-            c.phase = conn_phase::handshake;
-            bump(_stats.accepted);
-            list_push(list_handshake, slot, c, now_ms() + _cfg.handshake_timeout_ms);
-            arm_recv(slot);
-        }
+        // Also while draining: the kernel completed this handshake before the
+        // listener closed, so the client is served (and told to leave with the
+        // others) rather than reset.
+        adopt(res);
     } else if (res != -ECANCELED) {
         // EMFILE/ENFILE and friends: the multishot may have ended; it is re-armed
         // on the next timer tick rather than here, so a full fd table does not spin.
@@ -379,10 +404,7 @@ void worker::on_accept(int res, uint32_t flags) {
     }
     if (!_accept_armed) {
         if (_draining) {
-            if (!_listener_closed) {
-                close(_listen_fd);
-                _listener_closed = true;
-            }
+            close_listener();
         } else {
             arm_accept();
         }
@@ -472,6 +494,8 @@ void worker::on_handshake_bytes(uint32_t slot, connection& c, const uint8_t* dat
         if (r.target == protocol::endpoint::metrics) {
             metrics_gauges g;
             g.draining = _hub.draining.load(std::memory_order_relaxed);
+            g.server_id = _cfg.server_id;
+            g.version = WSGATE_VERSION;
             r.response = metrics_response(render_metrics(_hub.stats, g));
         }
         if (r.target == protocol::endpoint::readyz && _hub.draining.load(std::memory_order_relaxed)) {
@@ -1069,9 +1093,8 @@ void worker::on_wake() {
         io_uring_sqe* sqe = get_sqe();
         io_uring_prep_cancel64(sqe, pack(op::accept, 0, 0), 0);
         io_uring_sqe_set_data64(sqe, pack(op::ignore, 0, 0));
-    } else if (!_listener_closed) {
-        close(_listen_fd);
-        _listener_closed = true;
+    } else {
+        close_listener();
     }
     drain_step();  // at once when there is no delay
 }

@@ -90,6 +90,8 @@ private:
     void on_wake();
     void drain_step();              // graceful drain: the next batch of notices and closes
     void heartbeat_step();
+    void adopt(int fd);         // a new TCP connection (accepted by the ring or at close_listener)
+    void close_listener();      // drain: take what is queued, then close
     uint32_t sweep_period_s() const;          // one slice of the ping sweep
     bool redis_quiet() const;       // nothing left to write or to hear back from Redis
 

@@ -13,7 +13,7 @@ import subprocess
 import unittest
 
 from test_redis import REDIS, RedisServer
-from wsgate_fixture import Gateway, free_port
+from wsgate_fixture import Gateway, free_port, gateway_binary
 
 BENCH = os.environ.get("WSGATE_BENCH_BIN", "")
 RAW = os.environ.get("WSGATE_RAW_ECHO_BIN", "")
@@ -129,6 +129,23 @@ class BenchSmoke(unittest.TestCase):
         finally:
             srv.terminate()
             srv.wait(timeout=5)
+
+
+class DrainBenchSmoke(unittest.TestCase):
+    """bench/drain.py (the drain measurement of issue 5) on a small scale: it starts its own two
+    gateways from WSGATE_BIN; every client gets the notice and the close 1001 and reconnects."""
+
+    def test_drain_bench(self):
+        script = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "drain.py")
+        p = subprocess.run(["/usr/bin/python3", script, "--binary", gateway_binary(), "--connections", "300",
+                            "--drain-delay-ms", "300", "--drain-spread-ms", "300", "--reconnect-jitter-ms", "300",
+                            "--settle", "0.2", "--json"], capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        r = json.loads(p.stdout)
+        self.assertEqual((r["connected_to_a"], r["notices"], r["closed"], r["reconnected_to_b"]), (300,) * 4, r)
+        self.assertEqual(r["close_codes"], {"1001": 300})
+        self.assertGreaterEqual(r["notice_first_s"], 0.25, "no notice before the drain delay")
+        self.assertEqual(r["a_exit_status"], 0)
 
 
 if __name__ == "__main__":

@@ -151,6 +151,39 @@ class DrainTest(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 5)
         self.assertGreaterEqual(stats_of(gw)["drain_cut"], 1)
 
+    def test_connections_queued_at_the_signal_are_served_not_reset(self):
+        # Stop the gateway, connect clients (the kernel completes their handshakes into the
+        # accept queue), then SIGTERM + SIGCONT: closing the listener must not reset them. Each
+        # is served during the drain delay and then told to leave like the others.
+        gw = Gateway(threads=1, drain_delay_ms=1500).start()
+        self.addCleanup(gw.kill)
+        gw.proc.send_signal(signal.SIGSTOP)
+        socks = []
+        try:
+            for _ in range(40):
+                s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+                self.addCleanup(s.close)
+                socks.append(s)
+            gw.proc.send_signal(signal.SIGTERM)
+        finally:
+            gw.proc.send_signal(signal.SIGCONT)
+        served = 0
+        for i, s in enumerate(socks):
+            ws = RawWS(s)
+            r = ws.handshake(f"/ws?user=q{i}")
+            self.assertEqual(r.status, 101, f"client {i}: {r.status}")
+            served += 1
+        notices = 0
+        for i, s in enumerate(socks):
+            ws = RawWS(s)
+            f = ws.recv_frame(10)
+            self.assertEqual(json.loads(f.payload)["type"], "server_shutdown", f)
+            notices += 1
+            self.assertEqual(ws.recv_frame(10).close_code, 1001)
+        self.assertEqual((served, notices), (40, 40))
+        self.assertEqual(gw.proc.wait(15), 0)
+        self.assertEqual(stats_of(gw)["accepted"], 40 + 1, "the 40 and the fixture's health check")
+
     def test_second_signal_exits_at_once(self):
         gw = self.gateway(drain_delay_ms=20000, threads=2)
         c = Client.connect(gw.port, user="stay")

@@ -14,6 +14,7 @@ import time
 import unittest
 
 from client_proto import Client
+from test_redis import RedisServer
 from wsgate_fixture import Gateway, RawWS, http_exchange
 
 NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -133,7 +134,7 @@ class MetricsTest(unittest.TestCase):
         return sum(fams[name]["samples"].values())
 
     def test_exposition_is_valid_and_counts(self):
-        gw = Gateway(threads=2).start()
+        gw = Gateway("--server-id", "metrics-gw", threads=2).start()
         self.addCleanup(gw.kill)
         before = self.scrape(gw)
         self.assertEqual(before["wsgate_draining"]["samples"][("wsgate_draining", ())], 0)
@@ -169,11 +170,35 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(users, 4, "four users, one connection each")
         self.assertEqual(rooms, self.expected_rooms(g), "room r on every worker holding one of its members")
         self.assertEqual(g["wsgate_redis_rtt_seconds"]["type"], "histogram")
+        info = g["wsgate_info"]["samples"]
+        self.assertEqual(len(info), 1)
+        (_, labels), value = next(iter(info.items()))
+        self.assertEqual((dict(labels)["server_id"], value), ("metrics-gw", 1))
+        self.assertRegex(dict(labels)["version"], r"^\d+\.\d+\.\d+$")
 
     @staticmethod
     def expected_rooms(fams: dict) -> int:
         # Room r exists once on each worker that holds one of the 4 members.
         return sum(1 for (_, labels), v in fams["wsgate_users"]["samples"].items() if v > 0)
+
+    def test_redis_round_trip_histogram(self):
+        redis = RedisServer().start()
+        self.addCleanup(redis.stop)
+        gw = Gateway("--redis", f"redis://127.0.0.1:{redis.port}", threads=2).start()
+        self.addCleanup(gw.kill)
+        deadline = time.monotonic() + 10
+        while True:  # a PING per worker per second once connected
+            fams = self.scrape(gw)
+            counts = {dict(l)["worker"]: v for (n, l), v in fams["wsgate_redis_rtt_seconds"]["samples"].items()
+                      if n.endswith("_count")}
+            if min(counts.values()) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(set(counts), {"0", "1"})
+        self.assertGreaterEqual(min(counts.values()), 2, counts)
+        sums = [v for (n, _), v in fams["wsgate_redis_rtt_seconds"]["samples"].items() if n.endswith("_sum")]
+        self.assertTrue(all(0 < s < 1 for s in sums), f"loopback round trips: {sums}")
+        self.assertEqual(gw.stop(), 0)
 
     def test_refused_upgrades_and_closes_are_counted_by_status_and_code(self):
         gw = Gateway("--jwt-secret", "k" * 32, threads=1).start()
