@@ -57,9 +57,10 @@ struct connection {
     bool teardown_queued = false;        // on the worker's teardown list
     bool batch = false;                  // opted in to batched pushes (outlives the session while closing)
     uint8_t timer_list = 0;              // 0 none, 1 handshake, 2 linger
-    bool heard = false;                  // bytes received since the last heartbeat visit
-    bool pinged = false;                 // the last heartbeat visit sent a ping
-    bool spoke = false;                  // a message arrived since the last heartbeat visit (idle timeout)
+    // Heartbeat state, packed so the idle timeout costs no bytes per connection.
+    bool heard : 1 = false;              // bytes received since the last heartbeat visit
+    bool pinged : 1 = false;             // the last heartbeat visit sent a ping
+    bool spoke : 1 = false;              // a message arrived since the last heartbeat visit (idle timeout)
     uint16_t idle_visits = 0;            // heartbeat visits in a row without a message (idle timeout)
     bool in_use = false;
 
