@@ -28,6 +28,7 @@ struct config {
     log_level log = log_level::info;      // --log-level
     unsigned threads = 0;                 // --threads; 0 = one per CPU the process may run on
     bool echo = false;                    // --echo: also serve /echo
+    bool demo = false;                    // --demo: serve the demo page at / (development)
     std::string ws_path = "/ws";          // WebSocket endpoint for clients
     size_t max_message = 1 << 20;         // --max-message: bytes per message, larger → 1009
     size_t max_header_bytes = 8192;       // request head limit, larger → 431
@@ -42,6 +43,13 @@ struct config {
     unsigned idle_timeout_s = 0;          // --idle-timeout-s: close 1000 after this long without a message; 0 = off
     size_t max_outbound_bytes = 16u << 20;  // --max-outbound-bytes: queued output bound per connection
     slow_consumer_policy slow_consumer = slow_consumer_policy::close;  // --slow-consumer
+    // permessage-deflate (RFC 7692; protocol/deflate.h).
+    bool compression = false;             // --compression: accept permessage-deflate offers
+    unsigned compression_level = 6;       // --compression-level: zlib level for outbound pushes
+    uint64_t compression_min_size = 256;  // --compression-min-size: smaller pushes go uncompressed
+    bool compression_client_context_takeover = false;  // --compression-client-context-takeover
+    unsigned compression_server_window_bits = 15;     // --compression-server-window-bits
+    unsigned compression_client_window_bits = 15;     // --compression-client-window-bits
     unsigned recv_buffers = 1024;         // provided buffers per worker (power of two)
     unsigned recv_buffer_size = 4096;     // bytes per provided buffer
     unsigned listen_backlog = 4096;       // --listen-backlog

@@ -61,6 +61,8 @@ struct connection {
     bool heard : 1 = false;              // bytes received since the last heartbeat visit
     bool pinged : 1 = false;             // the last heartbeat visit sent a ping
     bool spoke : 1 = false;              // a message arrived since the last heartbeat visit (idle timeout)
+    bool deflate_out : 1 = false;        // permessage-deflate: compressed pushes may go to it
+    bool inflate_own : 1 = false;        // permessage-deflate with client context: its own inflater
     uint16_t idle_visits = 0;            // heartbeat visits in a row without a message (idle timeout)
     bool in_use = false;
 

@@ -15,10 +15,13 @@ static_assert(static_cast<int>(log_level::debug) == 3);
 constexpr uint64_t u32_max = 0xffffffffu;
 
 // clang-format off
-const std::array<option_spec, 29> table = {{
+const std::array<option_spec, 36> table = {{
     {"listen", "--listen", "HOST:PORT to listen on ([v6]:PORT for IPv6)", &config::listen},
     {"threads", "--threads", "worker threads, one per core (0: one per usable CPU)", &config::threads, 0, 1024},
     {"echo", "--echo", "also serve /echo, which echoes every message back", &config::echo},
+    {"demo", "--demo",
+     "development: serve the demo chat page at / (and the JS client at /wsgate.mjs); not for production",
+     &config::demo},
     {"server_id", "--server-id",
      "this gateway's id in Redis: 1-64 of [A-Za-z0-9._-], unique in the fleet (empty: hostname-pid)",
      &config::server_id},
@@ -78,6 +81,23 @@ const std::array<option_spec, 29> table = {{
     {"redis.presence_ttl_s", "--presence-ttl-s",
      "presence entries of a gateway that stopped refreshing them vanish after this; refreshed every third of it",
      &config::presence_ttl_s, 3, 86400},
+
+    {"compression.enabled", "--compression",
+     "accept permessage-deflate offers: inbound messages inflated, pushes compressed once per publication",
+     &config::compression},
+    {"compression.level", "--compression-level", "zlib level for outbound pushes (1 fastest - 9 smallest)",
+     &config::compression_level, 1, 9},
+    {"compression.min_size", "--compression-min-size", "pushes smaller than this many bytes go uncompressed",
+     &config::compression_min_size, 0, uint64_t{1} << 30},
+    {"compression.client_context_takeover", "--compression-client-context-takeover",
+     "let clients keep their compression context (smaller uploads; a per-connection inflater, ~7 KiB + window)",
+     &config::compression_client_context_takeover},
+    {"compression.server_max_window_bits", "--compression-server-window-bits",
+     "our LZ77 window for outbound pushes (9-15); clients that allow less get uncompressed pushes",
+     &config::compression_server_window_bits, 9, 15},
+    {"compression.client_max_window_bits", "--compression-client-window-bits",
+     "window asked of clients that keep context, when they offer client_max_window_bits (8-15)",
+     &config::compression_client_window_bits, 8, 15},
 
     {"io.recv_buffers", "--recv-buffers",
      "provided receive buffers per worker (power of two; fewer means more ENOBUFS re-arms)", &config::recv_buffers,

@@ -103,6 +103,8 @@ struct worker_stats {
     std::atomic<uint64_t> idle_closes{0};          // closed 1000: no message for --idle-timeout-s
     std::atomic<uint64_t> drain_late_accepts{0};   // queued connections taken as the listener closed
     std::atomic<uint64_t> upgrades{0};             // WebSocket upgrades completed (/ws and /echo)
+    std::atomic<uint64_t> deflate_negotiated{0};   // upgrades with permessage-deflate
+    std::atomic<uint64_t> compressed_frames{0};    // push frames compressed (once per publication, not per recipient)
     std::atomic<uint64_t> bytes_in{0};             // bytes received from clients (TCP payload)
     std::atomic<uint64_t> bytes_out{0};            // bytes sent to clients (TCP payload)
 
@@ -177,6 +179,9 @@ inline constexpr stat_field stat_fields[] = {
     {"drain_late_accepts", "connections still queued when the listener closed: taken, not reset",
      &worker_stats::drain_late_accepts},
     {"upgrades", "WebSocket upgrades completed (/ws and /echo)", &worker_stats::upgrades},
+    {"deflate_negotiated", "upgrades with permessage-deflate", &worker_stats::deflate_negotiated},
+    {"compressed_frames", "push frames compressed (once per publication and worker, not per recipient)",
+     &worker_stats::compressed_frames},
     {"bytes_in", "bytes received from clients", &worker_stats::bytes_in},
     {"bytes_out", "bytes sent to clients", &worker_stats::bytes_out},
 };

@@ -1,6 +1,7 @@
 // The worker event loop: accept, handshake, WebSocket I/O, sends, timers, stop.
 #include "core/worker.h"
 
+#include "core/assets.h"
 #include "core/log.h"
 
 #include <netinet/in.h>
@@ -75,7 +76,15 @@ public:
     void on_message(protocol::ws_opcode opcode, std::span<const uint8_t> payload) override {
         bump(_w._stats.messages_in);
         _c.spoke = true;
-        protocol::ws_conn::write_frame(_w._frames, _c.out, opcode, payload);
+        // With permessage-deflate the echo comes back compressed too (conformance:
+        // the client's inflater is exercised by our deflater).
+        _w._zscratch.clear();
+        if (_c.deflate_out && payload.size() >= _w._cfg.compression_min_size && _w._deflater &&
+            _w._deflater->message(payload, _w._zscratch)) {
+            protocol::ws_conn::write_frame(_w._frames, _c.out, opcode, _w._zscratch.span(), true);
+        } else {
+            protocol::ws_conn::write_frame(_w._frames, _c.out, opcode, payload);
+        }
         bump(_w._stats.messages_out);
     }
 
@@ -116,6 +125,21 @@ worker::worker(unsigned index, int cpu, int listen_fd, const config& cfg, hub& h
     _hs_cfg.echo = cfg.echo;
     _hs_cfg.max_header_bytes = cfg.max_header_bytes;
     _ws_cfg.max_message = cfg.max_message;
+    if (cfg.demo) {
+        _hs_cfg.demo_page = assets::demo_page;
+        _hs_cfg.demo_script = assets::demo_script;
+    }
+    _hs_cfg.deflate.enabled = cfg.compression;
+    _hs_cfg.deflate.level = static_cast<int>(cfg.compression_level);
+    _hs_cfg.deflate.min_size = cfg.compression_min_size;
+    _hs_cfg.deflate.client_context_takeover = cfg.compression_client_context_takeover;
+    _hs_cfg.deflate.server_window_bits = static_cast<uint8_t>(cfg.compression_server_window_bits);
+    _hs_cfg.deflate.client_window_bits = static_cast<uint8_t>(cfg.compression_client_window_bits);
+    if (cfg.compression) {
+        _deflater = std::make_unique<protocol::deflater>(static_cast<int>(cfg.compression_level),
+                                                         static_cast<uint8_t>(cfg.compression_server_window_bits));
+        _inflater = std::make_unique<protocol::inflater>(15, false);
+    }
     _tick.tv_sec = 0;
     _tick.tv_nsec = tick_ns;
 }
@@ -549,6 +573,15 @@ void worker::on_handshake_bytes(uint32_t slot, connection& c, const uint8_t* dat
     c.target = r.target;
     c.phase = conn_phase::websocket;
     bump(_stats.upgrades);
+    if (r.deflate.on) {
+        c.ws.enable_deflate();
+        c.deflate_out = r.deflate.compress_out;
+        bump(_stats.deflate_negotiated);
+        if (r.deflate.client_takeover) {
+            _own_inflaters[slot] = std::make_unique<protocol::inflater>(r.deflate.client_window_bits, true);
+            c.inflate_own = true;
+        }
+    }
     if (log_enabled(log_level::debug)) {
         log_line(log_level::debug, "ws_open").kv("worker", _index).kv("conn", make_id(slot, c.gen))
             .kv("path", r.target == protocol::endpoint::ws ? "ws" : "echo")
@@ -610,14 +643,25 @@ bool worker::start_session(uint32_t slot, connection& c, const protocol::http_re
     return true;
 }
 
+protocol::inflater* worker::inflater_for(uint32_t slot, const connection& c) {
+    if (!c.ws.deflate_enabled()) {
+        return nullptr;
+    }
+    if (c.inflate_own) {
+        auto it = _own_inflaters.find(slot);
+        return it == _own_inflaters.end() ? nullptr : it->second.get();
+    }
+    return _inflater.get();
+}
+
 void worker::on_ws_bytes(uint32_t slot, connection& c, const uint8_t* data, size_t len) {
     take_buffer(c.out);
     if (c.target == protocol::endpoint::echo) {
         echo_handler h(*this, c);
-        c.ws.feed(std::span<const uint8_t>(data, len), _frames, _ws_cfg, h, c.out);
+        c.ws.feed(std::span<const uint8_t>(data, len), _frames, _ws_cfg, h, c.out, inflater_for(slot, c));
     } else {
         client_handler h(*this, slot, c);
-        c.ws.feed(std::span<const uint8_t>(data, len), _frames, _ws_cfg, h, c.out);
+        c.ws.feed(std::span<const uint8_t>(data, len), _frames, _ws_cfg, h, c.out, inflater_for(slot, c));
     }
     if (c.out.empty()) {
         give_buffer(c.out);  // nothing to send: an idle connection holds no buffer
@@ -996,6 +1040,11 @@ void worker::maybe_free(uint32_t slot, connection& c) {
     c.pinged = false;
     c.spoke = false;
     c.idle_visits = 0;
+    c.deflate_out = false;
+    if (c.inflate_own) {
+        _own_inflaters.erase(slot);
+        c.inflate_own = false;
+    }
     c.phase = conn_phase::handshake;
     c.timer_list = list_none;
     // c.dirty may still be set: flush() skips slots that are not in use, and

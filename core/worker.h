@@ -32,6 +32,7 @@
 #include "backplane/redis_names.h"
 #include "backplane/redis_session.h"
 #include "backplane/room_table.h"
+#include "protocol/deflate.h"
 #include "core/buf_ring.h"
 #include "core/config.h"
 #include "core/connection.h"
@@ -119,10 +120,20 @@ private:
     // Returns false when the Redis queue is full (delivered locally, not fleet-wide).
     bool deliver(protocol::push_kind kind, std::string_view key, std::string_view from,
                  std::string_view data, bool data_is_json);
-    void deliver_to(std::span<const backplane::conn_id> targets, const protocol::push_fields& p,
-                    out_frame*& json, out_frame*& bin);
-    out_frame* make_push_frame(const protocol::push_fields& p, protocol::wire_format fmt);
-    out_frame* make_frame(protocol::wire_format fmt);  // _scratch holds the payload
+    // The frames of one push, built on first use: per wire format, plain and
+    // (permessage-deflate) compressed, each shared by every recipient.
+    struct push_frames {
+        const protocol::push_fields* fields = nullptr;  // null: `verbatim` is the JSON payload
+        std::string_view verbatim;
+        out_frame* f[2][2] = {};     // [binary][compressed]
+        bool plain_only[2] = {};     // too small or incompressible: compressed recipients get the plain frame
+    };
+    void deliver_to(std::span<const backplane::conn_id> targets, push_frames& pf);
+    out_frame* push_frame(push_frames& pf, protocol::wire_format fmt, bool compressed);
+    void release_push_frames(push_frames& pf);
+    void encode_push_payload(const push_frames& pf, protocol::wire_format fmt);  // into _scratch
+    out_frame* make_frame(protocol::wire_format fmt, bool compressed = false);  // _scratch holds the payload
+    protocol::inflater* inflater_for(uint32_t slot, const connection& c);
     void enqueue_push(uint32_t slot, connection& c, out_frame* f, bool batchable);
     void slow_consumer_close(uint32_t slot, connection& c);
     void forward(xmsg* m);  // to every other worker (m->refs set here)
@@ -158,6 +169,17 @@ private:
         std::string channel, payload;
         uint8_t attempts = 0;
     };
+    // Per channel, in cluster mode: publications awaiting their reply and the node
+    // they went to last. A publication for a channel whose earlier ones are still
+    // out on another node (a stale map, a -MOVED being followed) is held until
+    // they are answered, so a redirect never lets a later one overtake.
+    struct channel_flight {
+        uint32_t node = 0;
+        uint32_t inflight = 0;
+        std::deque<uint64_t> held;  // retained ids, in publish order
+    };
+    void flight_sent(const std::string& channel, uint32_t node);
+    void flight_done(const std::string& channel);  // answered, failed or dropped
     static constexpr unsigned redis_sub = 0, redis_cmd = 1;
     // Receive buffer per connection. The subscriber's is large: when a burst of
     // channel messages is waiting, one recv takes up to 512 KiB of them and every
@@ -272,6 +294,10 @@ private:
     protocol::binary_decoder _binary;
     frame_pool _fpool;
     protocol::byte_buffer _scratch;           // one push or reply payload being encoded
+    protocol::byte_buffer _zscratch;          // its permessage-deflate payload
+    std::unique_ptr<protocol::deflater> _deflater;   // outbound, no context takeover (compression on)
+    std::unique_ptr<protocol::inflater> _inflater;   // inbound, shared by clients without context
+    std::unordered_map<uint32_t, std::unique_ptr<protocol::inflater>> _own_inflaters;  // by slot: clients with context
     std::vector<out_segment> _seg_tmp;        // frame_batches() rebuild
     std::vector<out_segment*> _ring_cache;    // small segment rings between uses
     void release_ring(connection& c);
@@ -288,6 +314,7 @@ private:
     bool _cmap_inflight = false;
     uint32_t _cmap_next_ms = 0;                         // periodic re-check
     std::unordered_map<uint64_t, retained_publish> _retained;
+    std::unordered_map<std::string, channel_flight> _flights;
     uint64_t _retain_seq = 0;
     std::unique_ptr<backplane::redis_names> _names;
     std::string _mid_prefix;                    // {"mid":"<server-id>: — our own publications

@@ -259,25 +259,69 @@ void worker::handle_request(uint32_t slot, connection& c, wire_format fmt, const
 
 // --- fan-out ---------------------------------------------------------------
 
-out_frame* worker::make_push_frame(const protocol::push_fields& p, wire_format fmt) {
+void worker::encode_push_payload(const push_frames& pf, wire_format fmt) {
     _scratch.clear();
-    protocol::encode_push(_scratch, fmt, p);
-    return make_frame(fmt);
+    if (pf.fields) {
+        protocol::encode_push(_scratch, fmt, *pf.fields);
+    } else {
+        _scratch.append(pf.verbatim);  // a backend's message from Redis: verbatim, JSON only
+    }
 }
 
-out_frame* worker::make_frame(wire_format fmt) {
+out_frame* worker::push_frame(push_frames& pf, wire_format fmt, bool compressed) {
+    size_t b = fmt == wire_format::binary ? 1 : 0;
+    compressed = compressed && !pf.plain_only[b];
+    out_frame*& f = pf.f[b][compressed ? 1 : 0];
+    if (f) {
+        return f;
+    }
+    encode_push_payload(pf, fmt);
+    if (compressed) {
+        // Compressed once per publication and worker, whatever the number of
+        // recipients; below the minimum size, or when it would not shrink, the
+        // recipients that negotiated compression share the plain frame.
+        _zscratch.clear();
+        if (_scratch.size() >= _cfg.compression_min_size && _deflater && _deflater->message(_scratch.span(), _zscratch)) {
+            bump(_stats.compressed_frames);
+            f = make_frame(fmt, true);
+            return f;
+        }
+        pf.plain_only[b] = true;
+        return push_frame(pf, fmt, false);
+    }
+    f = make_frame(fmt);
+    return f;
+}
+
+void worker::release_push_frames(push_frames& pf) {
+    for (auto& by_format : pf.f) {
+        for (out_frame*& f : by_format) {
+            if (f) {
+                release_frame(f);
+                f = nullptr;
+            }
+        }
+    }
+}
+
+out_frame* worker::make_frame(wire_format fmt, bool compressed) {
     protocol::byte_buffer b;
     take_buffer(b);
     ws_opcode opcode = fmt == wire_format::binary ? ws_opcode::binary : ws_opcode::text;
-    protocol::ws_conn::write_frame(_frames, b, opcode, _scratch.span());
+    const protocol::byte_buffer& payload = compressed ? _zscratch : _scratch;
+    protocol::ws_conn::write_frame(_frames, b, opcode, payload.span(), compressed);
     out_frame* f = _fpool.get();
     f->len = static_cast<uint32_t>(b.size());
-    f->payload = static_cast<uint32_t>(b.size() - _scratch.size());
+    f->payload = static_cast<uint32_t>(b.size() - payload.size());
     f->opcode = static_cast<uint8_t>(opcode);
-    // The batch record behind the wire frame (see frame_batches): JSON reuses the
-    // payload and adds a ','; binary needs the length first, so the payload is
-    // copied once more (once per worker and publication, not per recipient).
-    if (fmt == wire_format::binary) {
+    if (compressed) {
+        // Never batched: a batch frame is built per recipient at flush time, and
+        // compressing it there would cost a compression per recipient.
+        f->batch_off = f->batch_end = f->len;
+    } else if (fmt == wire_format::binary) {
+        // The batch record behind the wire frame (see frame_batches): JSON reuses
+        // the payload and adds a ','; binary needs the length first, so the payload
+        // is copied once more (once per worker and publication, not per recipient).
         auto plen = static_cast<uint32_t>(_scratch.size());
         uint8_t* p = b.prepare(4 + plen);
         for (int k = 0; k < 4; ++k) {
@@ -290,7 +334,9 @@ out_frame* worker::make_frame(wire_format fmt) {
         b.append(",", 1);
         f->batch_off = f->payload;
     }
-    f->batch_end = static_cast<uint32_t>(b.size());
+    if (!compressed) {
+        f->batch_end = static_cast<uint32_t>(b.size());
+    }
     f->refs = 1;  // the caller's; released after the fan-out
     protocol::byte_buffer::block blk = b.detach();
     f->data = blk.data;
@@ -298,8 +344,7 @@ out_frame* worker::make_frame(wire_format fmt) {
     return f;
 }
 
-void worker::deliver_to(std::span<const conn_id> targets, const protocol::push_fields& p, out_frame*& json,
-                        out_frame*& bin) {
+void worker::deliver_to(std::span<const conn_id> targets, push_frames& pf) {
     for (conn_id id : targets) {
         auto slot = static_cast<uint32_t>(id);
         connection& c = _conns[slot];
@@ -307,11 +352,9 @@ void worker::deliver_to(std::span<const conn_id> targets, const protocol::push_f
             c.phase != conn_phase::websocket) {
             continue;
         }
-        out_frame*& f = c.sess->format == wire_format::binary ? bin : json;
-        if (!f) {
-            f = make_push_frame(p, c.sess->format);
-        }
-        enqueue_push(slot, c, f, c.sess->batch);
+        wire_format fmt = pf.fields ? c.sess->format : wire_format::json;
+        out_frame* f = push_frame(pf, fmt, c.deflate_out);
+        enqueue_push(slot, c, f, c.sess->batch && f->batch_end != f->len);
     }
 }
 
@@ -347,25 +390,20 @@ bool worker::deliver(protocol::push_kind kind, std::string_view key, std::string
     p.from = from;
     p.data = data;
     p.data_is_json = data_is_json;
-    out_frame* json = nullptr;
-    out_frame* bin = nullptr;
+    push_frames pf;
+    pf.fields = &p;
     switch (kind) {
     case protocol::push_kind::message:
-        deliver_to(_rooms.members(key), p, json, bin);
+        deliver_to(_rooms.members(key), pf);
         break;
     case protocol::push_kind::direct:
-        deliver_to(_users.connections(key), p, json, bin);
+        deliver_to(_users.connections(key), pf);
         break;
     case protocol::push_kind::broadcast:
-        _users.for_each_user([&](std::string_view user) { deliver_to(_users.connections(user), p, json, bin); });
+        _users.for_each_user([&](std::string_view user) { deliver_to(_users.connections(user), pf); });
         break;
     }
-    if (json) {
-        release_frame(json);
-    }
-    if (bin) {
-        release_frame(bin);
-    }
+    release_push_frames(pf);
     return redis_on() ? redis_publish(kind, key, p) : true;
 }
 
@@ -464,21 +502,21 @@ void worker::process_xmsg(xmsg* m) {
     p.data = m->data;
     p.data_is_json = m->data_is_json;
     p.mid = m->mid;
-    out_frame* json = nullptr;
-    out_frame* bin = nullptr;
+    push_frames pf;
+    pf.fields = &p;
     switch (m->kind) {
     case xkind::publish:
         p.kind = protocol::push_kind::message;
         p.room = m->key;
-        deliver_to(_rooms.members(m->key), p, json, bin);
+        deliver_to(_rooms.members(m->key), pf);
         break;
     case xkind::direct:
         p.kind = protocol::push_kind::direct;
-        deliver_to(_users.connections(m->key), p, json, bin);
+        deliver_to(_users.connections(m->key), pf);
         break;
     case xkind::broadcast:
         p.kind = protocol::push_kind::broadcast;
-        _users.for_each_user([&](std::string_view user) { deliver_to(_users.connections(user), p, json, bin); });
+        _users.for_each_user([&](std::string_view user) { deliver_to(_users.connections(user), pf); });
         break;
     case xkind::presence_query:
     case xkind::online_query: {
@@ -516,12 +554,7 @@ void worker::process_xmsg(xmsg* m) {
         break;
     }
     }
-    if (json) {
-        release_frame(json);
-    }
-    if (bin) {
-        release_frame(bin);
-    }
+    release_push_frames(pf);
 }
 
 void worker::start_query(uint32_t slot, connection& c, wire_format fmt, const protocol::request& req) {

@@ -431,6 +431,17 @@ bool worker::redis_publish(protocol::push_kind kind, std::string_view key, const
     uint64_t retain = 0;
     if (cluster()) {
         retain = ++_retain_seq & ((uint64_t{1} << 56) - 1);
+        uint32_t node = node_for(channel);
+        node = node == no_node ? 0 : node;
+        auto f = _flights.find(channel);
+        if (f != _flights.end() && (!f->second.held.empty() || (f->second.inflight > 0 && f->second.node != node))) {
+            // Earlier publications of this channel are still out on another node:
+            // this one waits behind them (sent by flight_done, in order).
+            f->second.held.push_back(retain);
+            _retained.emplace(retain, retained_publish{channel, std::string(payload), 0});
+            bump(_stats.redis_publishes);
+            return true;
+        }
     }
     if (!redis_send_publish(channel, payload, retain)) {
         bump(_stats.redis_publish_failures);
@@ -438,9 +449,52 @@ bool worker::redis_publish(protocol::push_kind kind, std::string_view key, const
     }
     if (retain) {
         _retained.emplace(retain, retained_publish{channel, std::string(payload), 0});
+        uint32_t node = node_for(channel);
+        flight_sent(channel, node == no_node ? 0 : node);
     }
     bump(_stats.redis_publishes);
     return true;
+}
+
+void worker::flight_sent(const std::string& channel, uint32_t node) {
+    channel_flight& f = _flights[channel];
+    f.node = node;
+    ++f.inflight;
+}
+
+void worker::flight_done(const std::string& channel) {
+    auto it = _flights.find(channel);
+    if (it == _flights.end()) {
+        return;
+    }
+    channel_flight& f = it->second;
+    if (f.inflight > 0) {
+        --f.inflight;
+    }
+    if (f.inflight == 0) {
+        // Everything before the held ones is answered: send them, in order, where
+        // the map now says (they share one node, so its connection keeps the order).
+        while (!f.held.empty()) {
+            uint64_t id = f.held.front();
+            f.held.pop_front();
+            auto r = _retained.find(id);
+            if (r == _retained.end()) {
+                continue;
+            }
+            uint32_t node = node_for(channel);
+            node = node == no_node ? 0 : node;
+            if (redis_send_publish(channel, r->second.payload, id)) {
+                f.node = node;
+                ++f.inflight;
+            } else {
+                _retained.erase(r);
+                bump(_stats.redis_publish_failures);
+            }
+        }
+    }
+    if (f.inflight == 0 && f.held.empty()) {
+        _flights.erase(it);
+    }
 }
 
 bool worker::redis_send_publish(std::string_view channel, std::string_view payload, uint64_t retain_id) {
@@ -476,27 +530,15 @@ void worker::on_redis_message(std::string_view channel, std::string_view payload
     case backplane::channel_kind::unknown:
         return;
     }
-    // Verbatim, one text frame, built once for every local recipient.
-    _scratch.clear();
-    _scratch.append(payload);
-    out_frame* f = make_frame(protocol::wire_format::json);
-    auto send_to = [&](std::span<const backplane::conn_id> ids) {
-        for (backplane::conn_id id : ids) {
-            auto slot = static_cast<uint32_t>(id);
-            connection& c = _conns[slot];
-            if (!c.in_use || c.gen != static_cast<uint32_t>(id >> 32) || !c.sess || c.close_after_flush ||
-                c.phase != conn_phase::websocket) {
-                continue;
-            }
-            enqueue_push(slot, c, f, c.sess->batch);
-        }
-    };
+    // Verbatim, one text frame (and one compressed), built once for every local recipient.
+    push_frames pf;
+    pf.verbatim = payload;
     if (ref.kind == backplane::channel_kind::broadcast) {
-        _users.for_each_user([&](std::string_view user) { send_to(_users.connections(user)); });
+        _users.for_each_user([&](std::string_view user) { deliver_to(_users.connections(user), pf); });
     } else {
-        send_to(targets);
+        deliver_to(targets, pf);
     }
-    release_frame(f);
+    release_push_frames(pf);
 }
 
 // --- replies ----------------------------------------------------------------
@@ -537,13 +579,16 @@ void worker::redis_reply(const backplane::redis_event& ev) {
         auto it = id ? _retained.find(id) : _retained.end();
         if (!error) {
             if (it != _retained.end()) {
+                std::string channel = std::move(it->second.channel);
                 _retained.erase(it);
+                flight_done(channel);
             }
             return;
         }
         if (it != _retained.end() && ev.redirect.valid && it->second.attempts < max_redirects) {
             // -MOVED: the channel's slot lives elsewhere (map updated, publication
-            // re-sent there). -ASK: one-shot, ASKING first on the target.
+            // re-sent there). -ASK: one-shot, ASKING first on the target. Still in
+            // flight for its channel: later ones stay held behind it.
             retained_publish& rp = it->second;
             ++rp.attempts;
             uint32_t node = ev.redirect.ask ? _cmap->find_or_add(ev.redirect.host, ev.redirect.port)
@@ -555,12 +600,17 @@ void worker::redis_reply(const backplane::redis_event& ev) {
                 bool ok = !ev.redirect.ask || s.command({"ASKING"}, make_token(rtok::none, 0));
                 if (ok && s.command({"SPUBLISH", rp.channel, rp.payload}, make_token(rtok::publish, id))) {
                     bump(_stats.redis_redirects);
+                    if (auto f = _flights.find(rp.channel); f != _flights.end()) {
+                        f->second.node = node;
+                    }
                     return;
                 }
             }
         }
         if (it != _retained.end()) {
+            std::string channel = std::move(it->second.channel);
             _retained.erase(it);
+            flight_done(channel);
         }
         bump(_stats.redis_publish_failures);  // refused, or lost with the connection
         return;

@@ -250,6 +250,9 @@ parse_error store_header(std::string_view name, std::string_view value, http_req
     case 24:
         if (iequals(name, "sec-websocket-extensions")) {
             set_first(out.sec_websocket_extensions, value);
+            if (out.extension_count < std::size(out.extension_headers)) {
+                out.extension_headers[out.extension_count++] = value;
+            }
         }
         break;
     default:
@@ -539,6 +542,22 @@ handshake_result process_handshake(std::string_view in, const handshake_config& 
         r.reason = ready ? "readyz" : "healthz";
         r.response.assign(ready ? k_readyz_response : k_healthz_response);
         return r;
+    } else if (!cfg.demo_page.empty() && (req.path == "/" || req.path == "/index.html" || req.path == "/wsgate.mjs")) {
+        bool page = req.path != "/wsgate.mjs";
+        std::string_view body = page ? cfg.demo_page : cfg.demo_script;
+        r.action = handshake_action::respond_and_close;
+        r.status = 200;
+        r.target = endpoint::demo;
+        r.reason = "demo";
+        r.response = "HTTP/1.1 200 OK\r\nContent-Type: ";
+        r.response += page ? "text/html; charset=utf-8" : "text/javascript; charset=utf-8";
+        r.response += "\r\nContent-Length: " + std::to_string(body.size()) +
+                      "\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n"
+                      "Content-Security-Policy: default-src 'self'; script-src 'self' 'unsafe-inline'; "
+                      "style-src 'unsafe-inline'; connect-src 'self' ws: wss:; img-src 'self' data:\r\n"
+                      "Connection: close\r\n\r\n";
+        r.response += body;
+        return r;
     } else {
         return refuse(r, k_not_found);
     }
@@ -574,7 +593,13 @@ handshake_result process_handshake(std::string_view in, const handshake_config& 
     r.status = 101;
     r.target = target;
     r.reason = "ok";
-    r.response = upgrade_response(req.sec_websocket_key);
+    std::string ext = negotiate_permessage_deflate(
+        std::span<const std::string_view>(req.extension_headers, req.extension_count), cfg.deflate, r.deflate);
+    if (ext.empty()) {
+        r.response = upgrade_response(req.sec_websocket_key);
+    } else {
+        r.response = upgrade_response(req.sec_websocket_key, "Sec-WebSocket-Extensions: " + ext + "\r\n");
+    }
     return r;
 }
 

@@ -7,6 +7,8 @@
 // behind the request) are not part of the request: `consumed` tells where they start.
 #pragma once
 
+#include "protocol/deflate.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -19,6 +21,11 @@ struct handshake_config {
     std::string ws_path = "/ws";   // the WebSocket endpoint for clients
     bool echo = false;             // also serve /echo (conformance and benchmarks)
     size_t max_header_bytes = 8192;  // request line + headers; larger → 431
+    deflate_config deflate;        // permessage-deflate offers (protocol/deflate.h)
+    // Development mode (--demo): GET / serves demo_page (HTML) and GET /wsgate.mjs
+    // serves demo_script (the JS client). Empty: both are 404.
+    std::string_view demo_page;
+    std::string_view demo_script;
 };
 
 // What the request asked for, once it parsed.
@@ -29,6 +36,7 @@ enum class endpoint : uint8_t {
     healthz,  // GET /healthz
     readyz,   // GET /readyz (the core answers 503 instead while draining)
     metrics,  // GET /metrics (the core writes the response: Prometheus text)
+    demo,     // GET / or /wsgate.mjs with --demo (static, answered here)
 };
 
 enum class handshake_action : uint8_t {
@@ -52,7 +60,9 @@ struct http_request {
     std::string_view sec_websocket_key;
     std::string_view sec_websocket_version;
     std::string_view sec_websocket_protocol;
-    std::string_view sec_websocket_extensions;  // all Sec-WebSocket-Extensions headers are joined by the caller later; here: the first
+    std::string_view sec_websocket_extensions;  // the first Sec-WebSocket-Extensions header
+    std::string_view extension_headers[4];      // every one, up to 4 (more are ignored)
+    uint8_t extension_count = 0;
     bool upgrade_websocket = false;   // Upgrade header lists the token "websocket" (case-insensitive)
     bool connection_upgrade = false;  // Connection header lists the token "upgrade" (case-insensitive)
     int http_minor = 1;               // HTTP/1.x
@@ -65,6 +75,7 @@ struct handshake_result {
     endpoint target = endpoint::none;
     size_t consumed = 0;       // length of the request head including the final CRLF CRLF
     std::string response;      // full HTTP response bytes to send
+    deflate_params deflate;    // upgrades: what permessage-deflate negotiated
     std::string_view reason;   // short text for logs/metrics ("bad key", "version", ...)
     http_request request;      // filled when the head parsed (views into the input)
 };

@@ -35,6 +35,8 @@
 // connection, and feed() on other connections, but not reset() on the one being fed.
 #include "protocol/ws_conn.h"
 
+#include "protocol/deflate.h"
+
 #include <wslay/wslay.h>
 
 #include <algorithm>
@@ -124,6 +126,7 @@ struct ws_frame_pool::impl {
     // Our own parser's unmasked payload, and a context-less slot that stands in
     // for a borrowed one while a whole frame goes through on_chunk().
     byte_buffer scratch;
+    byte_buffer inflated;       // a compressed message's payload, inflated (permessage-deflate)
     ws_conn::frame_slot* whole = nullptr;
     bool scratch_busy = false;  // a handler re-entered feed(): that feed unmasks elsewhere
 
@@ -133,7 +136,7 @@ struct ws_frame_pool::impl {
     ws_conn::frame_slot* acquire();
     // Return a slot; its context is kept only if it is back in its initial state.
     void give_back(ws_conn::frame_slot* s);
-    void send(byte_buffer& o, uint8_t opcode, const uint8_t* p, size_t n);
+    void send(byte_buffer& o, uint8_t opcode, const uint8_t* p, size_t n, bool rsv1 = false);
 };
 
 namespace {
@@ -265,12 +268,13 @@ void ws_frame_pool::impl::give_back(ws_conn::frame_slot* s) {
     ++pooled;
 }
 
-void ws_frame_pool::impl::send(byte_buffer& o, uint8_t opcode, const uint8_t* p, size_t n) {
+void ws_frame_pool::impl::send(byte_buffer& o, uint8_t opcode, const uint8_t* p, size_t n, bool rsv1) {
     o.prepare(10 + n);  // header + payload in one growth at most
     byte_buffer* saved = out;
     out = &o;
     wslay_frame_iocb iocb{};
     iocb.fin = 1;
+    iocb.rsv = rsv1 ? WSLAY_RSV1_BIT : WSLAY_RSV_NONE;
     iocb.opcode = opcode;
     iocb.payload_length = n;
     iocb.data = p;
@@ -298,6 +302,8 @@ struct ws_conn_engine {
 
     // Act on one chunk from wslay_frame_recv(). False once the connection is closed.
     byte_buffer& scratch;  // where our parser unmasks payload
+    inflater* inflate;     // permessage-deflate negotiated: inflates RSV1 messages
+    byte_buffer& inflated; // ... into here
 
     bool on_chunk(const wslay_frame_iocb& f);
     size_t feed_at_boundary(std::span<const uint8_t> in);
@@ -309,6 +315,7 @@ struct ws_conn_engine {
     void on_control(uint8_t opcode, std::span<const uint8_t> payload);
     void on_close(std::span<const uint8_t> payload);
     void end_message();
+    void deliver_compressed(ws_opcode op, std::span<const uint8_t> compressed);
     void fail(uint16_t code);
 };
 
@@ -396,9 +403,58 @@ bool ws_conn_engine::start_frame(const wslay_frame_iocb& f) {
     return true;
 }
 
+void ws_conn_engine::deliver_compressed(ws_opcode op, std::span<const uint8_t> compressed) {
+    // RFC 7692: the message's payload, whatever its fragmentation, is one DEFLATE
+    // stream piece; inflated against the message limit (a bomb stops at limit + 1
+    // bytes), then a text message is checked as UTF-8 as a whole.
+    if (!inflate) {
+        fail(close_code::protocol_error);
+        return;
+    }
+    switch (inflate->message(compressed, max_message, inflated)) {
+    case inflate_result::ok:
+        break;
+    case inflate_result::too_big:
+        inflated.release();
+        fail(close_code::message_too_big);
+        return;
+    case inflate_result::corrupt:
+        inflated.release();
+        fail(close_code::invalid_payload);
+        return;
+    }
+    if (op == ws_opcode::text && utf8_validate(utf8_accept, inflated.span()) != utf8_accept) {
+        fail(close_code::invalid_payload);
+        return;
+    }
+    handler.on_message(op, inflated.span());
+    if (inflated.capacity() > (64u << 10)) {
+        inflated.release();  // keep a small buffer, not the largest message's
+    } else {
+        inflated.clear();
+    }
+}
+
 void ws_conn_engine::on_data(const wslay_frame_iocb& f, bool first, bool frame_done) {
     std::span<const uint8_t> data{f.data, f.data_length};
     bool text = c._msg_opcode == ws_opcode::text;
+    if (c._flags & ws_conn::flag_msg_rsv1) {
+        bool message_done = frame_done && f.fin;
+        if (message_done && first && f.opcode != WSLAY_CONTINUATION_FRAME) {
+            ws_opcode op = c._msg_opcode;
+            c._msg_opcode = ws_opcode::continuation;
+            deliver_compressed(op, data);  // whole message in this chunk: no copy
+            return;
+        }
+        c._msg.append(data);
+        if (message_done) {
+            ws_opcode op = c._msg_opcode;
+            c._msg_opcode = ws_opcode::continuation;
+            deliver_compressed(op, c._msg.span());
+            c._msg.release();
+        }
+        return;
+    }
     if (text) {
         c._utf8_state = utf8_validate(c._utf8_state, data);
         if (c._utf8_state == utf8_reject) {
@@ -628,14 +684,14 @@ ws_conn::~ws_conn() {
 }
 
 void ws_conn::feed(std::span<const uint8_t> in, ws_frame_pool& pool, const ws_config& cfg,
-                   ws_handler& h, byte_buffer& out) {
+                   ws_handler& h, byte_buffer& out, inflater* inflate) {
     ws_frame_pool::impl& p = pool.get();
     // A handler that feeds another connection of this pool from inside on_message()
-    // must not overwrite the payload it was handed: nested feeds unmask elsewhere.
-    byte_buffer nested;
+    // must not overwrite the payload it was handed: nested feeds unmask (and inflate) elsewhere.
+    byte_buffer nested, nested_inflated;
     bool outer = !p.scratch_busy;
     ws_conn_engine e{*this, p, std::min(cfg.max_message, max_message_cap), h, out,
-                     outer ? p.scratch : nested};
+                     outer ? p.scratch : nested, inflate, outer ? p.inflated : nested_inflated};
     p.scratch_busy = true;
     size_t off = 0;
     while (_state != ws_state::closed && off < in.size()) {
@@ -665,8 +721,8 @@ void ws_conn::feed(std::span<const uint8_t> in, ws_frame_pool& pool, const ws_co
 }
 
 void ws_conn::write_frame(ws_frame_pool& pool, byte_buffer& out, ws_opcode opcode,
-                          std::span<const uint8_t> payload) {
-    pool.get().send(out, static_cast<uint8_t>(opcode), payload.data(), payload.size());
+                          std::span<const uint8_t> payload, bool compressed) {
+    pool.get().send(out, static_cast<uint8_t>(opcode), payload.data(), payload.size(), compressed);
 }
 
 void ws_conn::close(ws_frame_pool& pool, byte_buffer& out, uint16_t code,

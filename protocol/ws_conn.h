@@ -34,6 +34,8 @@
 
 namespace wsgate::protocol {
 
+class inflater;  // protocol/deflate.h
+
 enum class ws_opcode : uint8_t {
     continuation = 0x0,
     text = 0x1,
@@ -107,12 +109,19 @@ public:
     // Feed received bytes. Complete messages go to `h`; pongs, close replies and
     // failure closes are appended to `out`. Safe to call with any split of the
     // byte stream. Input after a close was received or a failure is ignored.
+    // With permessage-deflate negotiated (enable_deflate()), messages with RSV1
+    // are inflated by `inflate` before they reach `h`.
     void feed(std::span<const uint8_t> in, ws_frame_pool& pool, const ws_config& cfg,
-              ws_handler& h, byte_buffer& out);
+              ws_handler& h, byte_buffer& out, inflater* inflate = nullptr);
 
-    // Append one unfragmented, unmasked server frame to `out`.
+    // permessage-deflate was negotiated: RSV1 is allowed on a message's first frame.
+    void enable_deflate() { _flags |= flag_rsv1_ok; }
+    bool deflate_enabled() const { return (_flags & flag_rsv1_ok) != 0; }
+
+    // Append one unfragmented, unmasked server frame to `out` (`compressed`: the
+    // payload is a permessage-deflate payload, RSV1 set).
     static void write_frame(ws_frame_pool& pool, byte_buffer& out, ws_opcode opcode,
-                            std::span<const uint8_t> payload);
+                            std::span<const uint8_t> payload, bool compressed = false);
 
     // Start a close handshake from our side (e.g. shutdown): queue a close frame.
     // No-op if a close was already sent.
@@ -139,7 +148,6 @@ private:
     // _flags bits.
     static constexpr uint8_t flag_rsv1_ok = 0x01;       // permessage-deflate negotiated: RSV1
                                                         // allowed on a message's first frame
-                                                        // (hook: nothing sets it yet)
     static constexpr uint8_t flag_msg_rsv1 = 0x02;      // the open message had RSV1 set
 
     frame_slot* _frame = nullptr;      // non-null only while in the middle of a frame

@@ -2,6 +2,7 @@
 # The project's one entry point for newcomers and CI.
 #
 #   tools/dev.sh run [wsgate flags]   install what is missing, build (Release), run the gateway
+#                                     (single node, /echo and the demo page at / on)
 #   tools/dev.sh test                 install what is missing, build Release and ASan+UBSan, run every test in both
 #   tools/dev.sh build                install what is missing, build Release only
 #   tools/dev.sh deps                 install what is missing, nothing else
@@ -19,7 +20,7 @@ debian_packages=(
   liburing-dev libwslay-dev libhiredis-dev libsimdjson-dev libjemalloc-dev
   libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
   zlib1g-dev libdeflate-dev libssl-dev libtomlplusplus-dev libsystemd-dev
-  python3 python3-websockets redis-server procps util-linux curl nginx haproxy systemd
+  python3 python3-websockets redis-server procps util-linux curl nginx haproxy systemd chromium
 )
 
 as_root() {
@@ -42,6 +43,10 @@ deps() {
   if [ -f bench/node/package.json ] && [ ! -d bench/node/node_modules/ws ]; then
     (cd bench/node && npm ci --no-audit --no-fund --silent 2>/dev/null || npm install --no-audit --no-fund --silent)
   fi
+  # playwright-core drives Debian's chromium in the demo page's browser test.
+  if [ -f tests/browser/package.json ] && [ ! -d tests/browser/node_modules/playwright-core ]; then
+    (cd tests/browser && npm ci --no-audit --no-fund --silent 2>/dev/null || npm install --no-audit --no-fund --silent)
+  fi
 }
 
 configure_build() {  # dir, cmake args...
@@ -62,8 +67,9 @@ case "$cmd" in
   build) deps; release ;;
   run)
     deps; release; raise_fd_limit
-    echo "dev.sh: starting wsgate on ${WSGATE_LISTEN:-0.0.0.0:8080} (Ctrl-C stops it)"
-    exec build/release/wsgate --listen "${WSGATE_LISTEN:-0.0.0.0:8080}" --echo "$@"
+    listen=${WSGATE_LISTEN:-0.0.0.0:8080}
+    echo "dev.sh: starting wsgate on $listen: the demo page is http://127.0.0.1:${listen##*:}/ (Ctrl-C stops it)"
+    exec build/release/wsgate --listen "$listen" --echo --demo "$@"
     ;;
   test)
     deps; raise_fd_limit

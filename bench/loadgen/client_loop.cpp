@@ -62,6 +62,9 @@ client_loop::client_loop(const loop_config& cfg, loop_handler& handler)
         _slab.push_back(
             std::make_unique<connection>(tmpl, tmpl_len, cfg.raw_message_size, cfg.collect_payloads));
         _slab.back()->slot = i;
+        if (cfg.deflate) {
+            _slab.back()->reader.enable_deflate();
+        }
     }
     for (unsigned i = cfg.max_connections; i > 0; --i) {
         _free.push_back(i - 1);
@@ -363,6 +366,9 @@ void client_loop::reap() {
         c.sending.release();
         c.http_in.release();
         c.reader = frame_reader(tmpl, tmpl_len, _cfg.collect_payloads);
+        if (_cfg.deflate) {
+            c.reader.enable_deflate();
+        }
         c.raw = raw_reader(tmpl, _cfg.raw_message_size);
         c.inflight = 0;
         c.user = 0;

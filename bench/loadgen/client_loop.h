@@ -59,6 +59,7 @@ struct loop_config {
     size_t raw_message_size = 0;           // raw mode: bytes per message
     const payload_template* tmpl = nullptr; // expected echo payload, or null
     bool collect_payloads = false;         // hand message bytes to on_message (message_info::data)
+    bool deflate = false;                  // offer permessage-deflate; inflate compressed messages (collect mode)
     std::vector<sockaddr_in> sources;      // source addresses to spread over, may be empty
     unsigned source_offset = 0;            // rotates sources between threads
     unsigned max_connections = 1;          // slab size

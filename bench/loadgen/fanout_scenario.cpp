@@ -73,7 +73,7 @@ int run_fanout(const fanout_options& opt) {
     }
     const target dest = resolve_target(opt.url);
     const target pub_dest = resolve_target(opt.publish_url.empty() ? opt.url : opt.publish_url);
-    const payload_template tmpl(opt.size);
+    const payload_template tmpl(opt.size, opt.text_payload);
     const std::vector<int> cpus = parse_cpu_list(opt.cpus);
     if (!cpus.empty()) {
         pin_current_thread(cpus[0]); // the coordinator mostly sleeps; keep it off the server's CPU
@@ -213,7 +213,12 @@ int run_fanout(const fanout_options& opt) {
         .add("other_pushes", all.other_pushes)
         .add("rate_stalls", all.rate_stalls)
         .add("frames", all.frames)
-        .add("array_frames", all.array_frames);
+        .add("array_frames", all.array_frames)
+        .add("deflate", opt.deflate)
+        .add("text_payload", opt.text_payload)
+        .add("rx_bytes_per_frame", all.frames ? static_cast<double>(all.counters.bytes_received) /
+                                                    static_cast<double>(all.frames)
+                                              : 0.0);
     if (!all.first_problem.empty()) {
         r.add("first_problem", all.first_problem);
     }

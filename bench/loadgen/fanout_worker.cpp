@@ -126,6 +126,7 @@ void fanout_worker::run_loop() {
     const size_t buf_hint = _opt.size + 128 > 16384 - 14 ? _opt.size + 128 : 16384 - 14;
     loop_config cfg = make_loop_config(_opt, _dest, static_cast<unsigned>(_members.size()), buf_hint);
     cfg.collect_payloads = true;
+    cfg.deflate = _opt.deflate;
     cfg.source_offset = _index;
     client_loop loop(cfg, *this);
     _loop = &loop;

@@ -114,9 +114,27 @@ int main(int argc, char** argv) {
     fan_cmd->add_flag("--user-param", fan.user_param,
                       "append user=u<N> to each connection's URL (distinct users in anonymous mode)");
     fan_cmd->add_option("--token", fan.token, "append token=TOKEN to every connection's URL");
+    fan_cmd->add_flag("--deflate", fan.deflate,
+                      "offer permessage-deflate (no context takeover) and inflate compressed pushes; "
+                      "reports received bytes per frame");
+    fan_cmd->add_flag("--text-payload", fan.text_payload,
+                      "fill publications with text that compresses like JSON (~3x) instead of a..z (~20x)");
+
+    std::vector<std::string> headers;
+    idle_cmd->add_option("--header", headers,
+                         "extra upgrade request header, repeatable "
+                         "(e.g. 'Sec-WebSocket-Extensions: permessage-deflate')");
 
     CLI11_PARSE(app, argc, argv);
     fan.inflight_given = inflight_opt->count() > 0;
+    std::string lines;
+    for (const std::string& h : headers) {
+        lines += h + "\r\n";
+    }
+    if (fan_cmd->parsed() && fan.deflate) {
+        lines += "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n";
+    }
+    wsbench::set_extra_request_headers(lines);
 
     try {
         if (echo_cmd->parsed()) {

@@ -67,7 +67,8 @@ inline void encode_b64_digits(uint64_t v, uint8_t* out, unsigned n) noexcept {
 
 // The expected message body; bytes [0, 8) are a placeholder for the stamp.
 struct payload_template {
-    explicit payload_template(size_t size);
+    // text_like: a filler that compresses like real JSON text instead of a..z (fanout --text-payload).
+    explicit payload_template(size_t size, bool text_like = false);
 
     std::vector<uint8_t> bytes; // full message, stamp bytes zero
 };

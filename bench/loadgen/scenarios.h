@@ -72,6 +72,8 @@ struct fanout_options : common_options {
     double settle_s = 0;          // after every member joined, wait this long before traffic
     bool user_param = false;      // append user=u<N> to each connection's URL
     std::string token;            // append token=<token> when not empty
+    bool deflate = false;         // offer permessage-deflate and inflate compressed pushes
+    bool text_payload = false;    // filler that compresses like JSON text (not a..z)
 };
 
 [[nodiscard]] int run_echo(const echo_options& opt);

@@ -1,6 +1,10 @@
 // ws_frame.cpp — see ws_frame.h.
 #include "ws_frame.h"
 
+#include <zlib.h>
+
+#include <vector>
+
 namespace wsbench {
 
 namespace {
@@ -88,10 +92,15 @@ const char* frame_reader::parse_header() noexcept {
             return "frame length with top bit set";
         }
     }
-    if ((b0 & 0x70) != 0) {
-        return "RSV bits set without a negotiated extension";
-    }
     const uint8_t op = b0 & 0x0f;
+    const uint8_t rsv = b0 & 0x70;
+    const bool first_data_frame = op == op_text || op == op_binary;
+    if (rsv != 0 && !(rsv == 0x40 && _deflate && _collect && first_data_frame)) {
+        return _deflate ? "RSV bits other than RSV1 on a message's first frame" : "RSV bits set without a negotiated extension";
+    }
+    if (first_data_frame) {
+        _msg_compressed = rsv != 0;
+    }
     const bool fin = (b0 & 0x80) != 0;
     if ((op & 0x8) != 0) {
         if (op != op_close && op != op_ping && op != op_pong) {
@@ -119,6 +128,56 @@ const char* frame_reader::parse_header() noexcept {
     _remaining = len;
     _in_payload = true;
     return nullptr;
+}
+
+const uint8_t* frame_reader::inflate_message(const uint8_t* p, size_t n, size_t& out_len) {
+    // One inflater and output buffer per load-generator thread, reset per message.
+    struct state {
+        z_stream z{};
+        std::vector<uint8_t> out;
+        bool ok = false;
+        state() { ok = inflateInit2(&z, -15) == Z_OK; }
+        ~state() {
+            if (ok) {
+                inflateEnd(&z);
+            }
+        }
+    };
+    thread_local state st;
+    if (!st.ok) {
+        return nullptr;
+    }
+    static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
+    inflateReset(&st.z);
+    size_t used = 0;
+    if (st.out.size() < n * 4 + 4096) {
+        st.out.resize(n * 4 + 4096);
+    }
+    for (int pass = 0; pass < 2; ++pass) {
+        st.z.next_in = const_cast<Bytef*>(pass == 0 ? p : tail);
+        st.z.avail_in = static_cast<uInt>(pass == 0 ? n : sizeof(tail));
+        for (;;) {
+            if (used == st.out.size()) {
+                st.out.resize(st.out.size() * 2);
+            }
+            st.z.next_out = st.out.data() + used;
+            st.z.avail_out = static_cast<uInt>(st.out.size() - used);
+            const int rc = inflate(&st.z, Z_SYNC_FLUSH);
+            used = st.out.size() - st.z.avail_out;
+            if (rc == Z_STREAM_END) {
+                out_len = used;
+                return st.out.data();
+            }
+            if (rc != Z_OK && rc != Z_BUF_ERROR) {
+                return nullptr;
+            }
+            if (st.z.avail_in == 0 && st.z.avail_out != 0) {
+                break;
+            }
+        }
+    }
+    out_len = used;
+    return st.out.data();
 }
 
 } // namespace wsbench

@@ -114,8 +114,16 @@ public:
     template <class Sink>
     const char* feed(const uint8_t* p, size_t n, Sink& sink);
 
+    // permessage-deflate was negotiated (collect mode only): RSV1 is accepted on
+    // a message's first frame and such a message is inflated before the sink
+    // sees it (no context takeover: the server always answers
+    // server_no_context_takeover).
+    void enable_deflate() noexcept { _deflate = true; }
+
 private:
     const char* parse_header() noexcept;
+    // Inflates `n` compressed bytes into a per-thread buffer; null on failure.
+    static const uint8_t* inflate_message(const uint8_t* p, size_t n, size_t& out_len);
 
     message_tracker _msg;           // data message in progress
     uint8_t _hdr[14]{};             // header bytes collected so far
@@ -130,6 +138,8 @@ private:
     uint8_t _ctrl[125]{};           // control frame payload
     uint8_t _ctrl_len = 0;          // bytes in _ctrl
     bool _collect = false;          // hand payloads to the sink (see the header comment)
+    bool _deflate = false;          // permessage-deflate negotiated
+    bool _msg_compressed = false;   // the open message had RSV1
     uint64_t _frame_len = 0;        // payload length of the current frame
     const uint8_t* _direct = nullptr; // collect: the message, in place in the caller's slice
     uint64_t _collect_len = 0;      // collect: payload bytes of the message so far
@@ -219,6 +229,14 @@ const char* frame_reader::feed(const uint8_t* p, size_t n, Sink& sink) {
                 m.length = _collect_len;
                 m.opcode = _msg_opcode;
                 m.data = _direct != nullptr ? _direct : _body.data();
+                if (_msg_compressed) {
+                    size_t len = 0;
+                    m.data = inflate_message(m.data, static_cast<size_t>(m.length), len);
+                    if (m.data == nullptr) {
+                        return "compressed message does not inflate";
+                    }
+                    m.length = len;
+                }
                 _direct = nullptr;
                 _collect_len = 0;
                 sink.on_message(m);

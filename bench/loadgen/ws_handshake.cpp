@@ -78,6 +78,12 @@ accept_token compute_accept(const char* key, size_t key_len) {
     return out;
 }
 
+namespace {
+std::string g_extra_headers;  // set once by main() before any thread starts
+} // namespace
+
+void set_extra_request_headers(std::string lines) { g_extra_headers = std::move(lines); }
+
 handshake_request make_handshake_request(const std::string& host_header, const std::string& path,
                                          rng& random) {
     unsigned char raw[16];
@@ -98,7 +104,9 @@ handshake_request make_handshake_request(const std::string& host_header, const s
     req.bytes += host_header;
     req.bytes += "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ";
     req.bytes.append(key_chars, 24);
-    req.bytes += "\r\nSec-WebSocket-Version: 13\r\nUser-Agent: wsgate-bench\r\n\r\n";
+    req.bytes += "\r\nSec-WebSocket-Version: 13\r\nUser-Agent: wsgate-bench\r\n";
+    req.bytes += g_extra_headers;
+    req.bytes += "\r\n";
     return req;
 }
 

@@ -27,6 +27,10 @@ struct handshake_request {
 [[nodiscard]] handshake_request make_handshake_request(const std::string& host_header,
                                                        const std::string& path, rng& random);
 
+// Header lines ("Name: value\r\n" each) added to every upgrade request from now
+// on (set once, before any connection: `--header`).
+void set_extra_request_headers(std::string lines);
+
 [[nodiscard]] accept_token compute_accept(const char* key, size_t key_len);
 
 enum class handshake_status {

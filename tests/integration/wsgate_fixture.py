@@ -475,6 +475,7 @@ class RawWS:
         self.timeout = timeout
         self.buf = bytearray()
         self.response: HttpResponse | None = None
+        self.deflate = False  # permessage-deflate negotiated: RSV1 allowed on data frames
 
     @classmethod
     def open(cls, port: int, host: str = "127.0.0.1", timeout: float = 5.0,
@@ -490,7 +491,7 @@ class RawWS:
     @classmethod
     def connect(cls, port: int, path: str = "/echo", **kw) -> "RawWS":
         ws = cls.open(port, **{k: v for k, v in kw.items() if k in ("host", "timeout", "source")})
-        ws.handshake(path)
+        ws.handshake(path, extra=kw.get("extra", ()))
         return ws
 
     def handshake(self, path: str = "/echo", extra: tuple = (), pipelined: bytes = b"") -> HttpResponse:
@@ -503,6 +504,7 @@ class RawWS:
             raise AssertionError(f"bad Sec-WebSocket-Accept {resp.header('Sec-WebSocket-Accept')!r}")
         self.buf += resp.rest
         self.response = resp
+        self.deflate = "permessage-deflate" in (resp.header("Sec-WebSocket-Extensions") or "")
         return resp
 
     def close_socket(self, rst: bool = False) -> None:
@@ -583,7 +585,8 @@ class RawWS:
         frame = Frame(bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0xF, payload, masked)
         if masked:
             raise AssertionError(f"server sent a masked frame: {frame}")
-        if frame.rsv:
+        allowed = 4 if self.deflate and frame.opcode in (0x1, 0x2) else 0  # RSV1: permessage-deflate
+        if frame.rsv & ~allowed:
             raise AssertionError(f"server sent a frame with RSV bits: {frame}")
         return frame
 

@@ -137,8 +137,9 @@ struct harness {
     recorder rec;
     byte_buffer out;
     ws_conn conn;
+    inflater* inflate = nullptr;  // permessage-deflate (set with conn.enable_deflate())
 
-    void feed(std::span<const uint8_t> in) { conn.feed(in, pool, cfg, rec, out); }
+    void feed(std::span<const uint8_t> in) { conn.feed(in, pool, cfg, rec, out, inflate); }
     void feed(const bytes& in) { feed(std::span<const uint8_t>(in)); }
 
     void feed(const bytes& in, split_mode m) {
