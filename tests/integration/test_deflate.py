@@ -196,6 +196,47 @@ class DeflateTest(unittest.TestCase):
         asyncio.run(scenario())
         self.assertEqual(gw.stop(), 0)
 
+    def test_echo_under_every_negotiation_variant(self):
+        # Autobahn 13.x-style: each offer variant, then compressed messages both ways under what
+        # was agreed (a client keeping its context compresses with one stream across messages).
+        gw = Gateway("--compression", "--compression-min-size", "32", "--compression-client-context-takeover",
+                     "--compression-client-window-bits", "12", threads=1).start()
+        self.addCleanup(gw.kill)
+        variants = [
+            ("permessage-deflate", "server_no_context_takeover", True, 15),
+            ("permessage-deflate; client_no_context_takeover", "client_no_context_takeover", False, 15),
+            ("permessage-deflate; client_max_window_bits", "client_max_window_bits=12", True, 12),
+            ("permessage-deflate; client_max_window_bits=9", "client_max_window_bits=9", True, 9),
+            ("permessage-deflate; client_max_window_bits=15; server_no_context_takeover",
+             "client_max_window_bits=12", True, 12),
+            ("permessage-deflate; server_max_window_bits=15; client_no_context_takeover",
+             "server_max_window_bits=15", False, 15),
+            ("permessage-deflate; server_max_window_bits=9", "server_max_window_bits=9", True, 15),
+        ]
+        for offer, expect_in_answer, takeover, wbits in variants:
+            with self.subTest(offer=offer):
+                ws = RawWS.connect(gw.port, "/echo", extra=(f"Sec-WebSocket-Extensions: {offer}",))
+                self.addCleanup(ws.sock.close)
+                answer = ws.response.header("Sec-WebSocket-Extensions") or ""
+                self.assertIn(expect_in_answer, answer)
+                self.assertIn("server_no_context_takeover", answer)
+                self.assertEqual("client_no_context_takeover" not in answer, takeover, answer)
+                if "client_max_window_bits" not in offer:
+                    self.assertNotIn("client_max_window_bits", answer, "never answered unasked")
+                c = zlib.compressobj(6, zlib.DEFLATED, -wbits)
+                for i in range(4):
+                    data = text_of(600 + 300 * i, i) + b" repeated " * 20
+                    if not takeover:
+                        c = zlib.compressobj(6, zlib.DEFLATED, -wbits)
+                    z = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+                    ws.send_raw(build_frame(OP_TEXT, z[:-4], rsv=4))
+                    f = ws.recv_frame(5)
+                    got = inflate(f.payload) if f.rsv & 4 else f.payload
+                    self.assertEqual(got, data, f"message {i}")
+                    # Our window is 15: a client that allows us 9 bits gets plain frames only.
+                    self.assertEqual(bool(f.rsv & 4), "server_max_window_bits=9" not in answer)
+        self.assertEqual(gw.stop(), 0)
+
     @unittest.skipUnless(NODE and os.path.isdir(NODE_WS), "node or bench/node/node_modules/ws missing")
     def test_node_ws_with_compression(self):
         script = os.path.join(os.path.dirname(__file__), "deflate_peer.mjs")
