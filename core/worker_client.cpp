@@ -353,7 +353,11 @@ void worker::deliver_to(std::span<const conn_id> targets, push_frames& pf) {
             continue;
         }
         wire_format fmt = pf.fields ? c.sess->format : wire_format::json;
-        out_frame* f = push_frame(pf, fmt, c.deflate_out);
+        size_t b = fmt == wire_format::binary ? 1 : 0;
+        out_frame* f = pf.f[b][c.deflate_out && !pf.plain_only[b] ? 1 : 0];
+        if (!f) {
+            f = push_frame(pf, fmt, c.deflate_out);  // the first recipient of this variant builds it
+        }
         enqueue_push(slot, c, f, c.sess->batch && f->batch_end != f->len);
     }
 }
