@@ -250,7 +250,6 @@ int main(int argc, char** argv) {
         // The drain's expected length: systemd's stop timeout is extended while
         // it lasts (EXTEND_TIMEOUT_USEC), and no further: a wedged drain is still killed.
         ns.drain_bound_ms = ns.now_ms() + cfg.drain_delay_ms + cfg.drain_spread_ms + cfg.shutdown_timeout_ms + 2000;
-        shared.draining.store(true, std::memory_order_relaxed);
         systemd::notify("STOPPING=1\nSTATUS=" + ns.status_text(true));
         ns.extend();
     }

@@ -1,5 +1,7 @@
 #include "protocol/deflate.h"
 
+#include "protocol/http_tokens.h"
+
 #include <zlib.h>
 
 #include <algorithm>
@@ -10,34 +12,8 @@ namespace wsgate::protocol {
 
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) {
-        return false;
-    }
-    for (size_t i = 0; i < a.size(); ++i) {
-        char x = a[i], y = b[i];
-        if (x >= 'A' && x <= 'Z') {
-            x = static_cast<char>(x - 'A' + 'a');
-        }
-        if (y >= 'A' && y <= 'Z') {
-            y = static_cast<char>(y - 'A' + 'a');
-        }
-        if (x != y) {
-            return false;
-        }
-    }
-    return true;
-}
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
-        s.remove_prefix(1);
-    }
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
-        s.remove_suffix(1);
-    }
-    return s;
-}
+using http::iequals;
+using http::trim_ows;
 
 // Split at `sep` outside quoted strings.
 std::vector<std::string_view> split(std::string_view s, char sep) {
@@ -51,11 +27,11 @@ std::vector<std::string_view> split(std::string_view s, char sep) {
         } else if (ch == '"') {
             quoted = !quoted;
         } else if (ch == sep && !quoted) {
-            parts.push_back(trim(s.substr(start, i - start)));
+            parts.push_back(trim_ows(s.substr(start, i - start)));
             start = i + 1;
         }
     }
-    parts.push_back(trim(s.substr(start)));
+    parts.push_back(trim_ows(s.substr(start)));
     return parts;
 }
 
@@ -96,9 +72,9 @@ bool parse_offer(std::span<const std::string_view> params, offer& o) {
     bool seen[4] = {};
     for (std::string_view p : params) {
         auto eq = p.find('=');
-        std::string_view name = trim(p.substr(0, eq));
+        std::string_view name = trim_ows(p.substr(0, eq));
         bool has_value = eq != std::string_view::npos;
-        std::string_view value = has_value ? trim(p.substr(eq + 1)) : std::string_view();
+        std::string_view value = has_value ? trim_ows(p.substr(eq + 1)) : std::string_view();
         int which = iequals(name, "server_no_context_takeover")   ? 0
                     : iequals(name, "client_no_context_takeover") ? 1
                     : iequals(name, "server_max_window_bits")     ? 2
@@ -240,8 +216,8 @@ inflate_result inflater::message(std::span<const uint8_t> in, size_t limit, byte
             if (z.avail_out != 0 && z.avail_in == 0) {
                 return inflate_result::ok;  // input used up and nothing left pending
             }
-            if (rc == Z_BUF_ERROR && z.avail_in == 0 && z.avail_out != 0) {
-                return inflate_result::ok;
+            if (rc == Z_BUF_ERROR && z.avail_out != 0) {
+                return inflate_result::corrupt;  // input left that zlib cannot use: never loop on it
             }
         }
     };

@@ -9,6 +9,8 @@
 // prefix of the byte stream, so it is the same however the bytes were split.
 #include "protocol/http_upgrade.h"
 
+#include "protocol/http_tokens.h"
+
 #include <openssl/sha.h>
 
 #include <algorithm>
@@ -55,38 +57,9 @@ inline bool has_class(char c, uint8_t cls) {
     return (k_classes[static_cast<uint8_t>(c)] & cls) != 0;
 }
 
-inline bool is_ows(char c) {
-    return c == ' ' || c == '\t';
-}
-
-inline char to_lower(char c) {
-    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + ('a' - 'A')) : c;
-}
-
-// `lower` must already be lower case.
-bool iequals(std::string_view s, std::string_view lower) {
-    if (s.size() != lower.size()) {
-        return false;
-    }
-    for (size_t i = 0; i < s.size(); ++i) {
-        if (to_lower(s[i]) != lower[i]) {
-            return false;
-        }
-    }
-    return true;
-}
-
-std::string_view trim_ows(std::string_view s) {
-    size_t b = 0;
-    size_t e = s.size();
-    while (b < e && is_ows(s[b])) {
-        ++b;
-    }
-    while (e > b && is_ows(s[e - 1])) {
-        --e;
-    }
-    return s.substr(b, e - b);
-}
+using http::is_ows;
+using http::iequals;
+using http::trim_ows;
 
 // Does the comma-separated `list` hold `lower` (case-insensitive)? Empty elements
 // ("a,,b") are allowed, as RFC 9110 section 5.6.1 asks of recipients.

@@ -179,6 +179,46 @@ class DeflateTest(unittest.TestCase):
         self.assertLess(s["bytes_out"], 6 * 5 * 2400 + 6 * 5 * 600 + 20000,
                         "the compressed recipients got much smaller frames")
 
+    def test_batching_with_compression_keeps_order(self):
+        # ?batch=1 and permessage-deflate: small pushes are batched, large ones come as their own
+        # compressed frames (never batched), and the publish order is kept across both kinds.
+        gw = Gateway("--compression", "--compression-min-size", "200", "--rate-limit", "0", threads=1).start()
+        self.addCleanup(gw.kill)
+        rx = RawWS.connect(gw.port, "/ws?user=zb&batch=1", extra=("Sec-WebSocket-Extensions: permessage-deflate",))
+        self.addCleanup(rx.sock.close)
+        self.assertTrue(rx.deflate)
+        rx.send_text(json.dumps({"op": "join", "room": "b", "id": 1}))
+        self.assertEqual(json.loads(rx.recv_message(3)[1])["type"], "ack")
+        tx = RawWS.connect(gw.port, "/ws?user=pub")
+        self.addCleanup(tx.sock.close)
+        tx.send_text(json.dumps({"op": "join", "room": "b", "id": 1}))
+        self.assertEqual(json.loads(tx.recv_message(3)[1])["type"], "ack")
+        sent = [f"n{i} " + ("long " * 80 if i % 5 == 4 else "") for i in range(40)]
+        # All 40 publications in one write, so their pushes share loop turns (and batches).
+        tx.send_raw(b"".join(build_frame(OP_TEXT, json.dumps({"op": "publish", "room": "b", "data": t}))
+                             for t in sent))  # no id: no ack
+        got, compressed, batches = [], 0, 0
+        while len(got) < len(sent):
+            f = rx.recv_frame(5)
+            self.assertEqual(f.opcode, OP_TEXT, f)
+            if f.rsv & 4:
+                compressed += 1
+                push = json.loads(inflate(f.payload))
+                self.assertEqual(push["type"], "message")
+                got.append(push["data"])
+                continue
+            doc = json.loads(f.payload)
+            if isinstance(doc, list):
+                batches += 1
+                self.assertTrue(all(len(p["data"]) < 200 for p in doc), "only small pushes are batched")
+                got += [p["data"] for p in doc]
+            else:
+                got.append(doc["data"])
+        self.assertEqual(got, sent, "every push once, in publish order")
+        self.assertEqual(compressed, 8, "the 8 large pushes came compressed, one frame each")
+        self.assertGreaterEqual(batches, 1, "small pushes queued together were batched")
+        self.assertEqual(gw.stop(), 0)
+
     def test_python_websockets_with_context_takeover(self):
         gw = Gateway("--compression", "--compression-client-context-takeover", "--compression-client-window-bits",
                      "11", threads=1).start()

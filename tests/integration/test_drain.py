@@ -35,6 +35,16 @@ class DrainTest(unittest.TestCase):
         self.addCleanup(gw.kill)
         return gw
 
+    def members(self, gw: Gateway, n: int, prefix: str, room: str = "lobby") -> list:
+        """n clients (users prefix0..), each joined to `room`."""
+        out = []
+        for i in range(n):
+            c = Client.connect(gw.port, user=f"{prefix}{i}")
+            self.addCleanup(c.sock.close)
+            self.assertEqual(c.request("join", id=1, room=room)["type"], "ack")
+            out.append(c)
+        return out
+
     def test_readyz_then_503_and_listeners_closed(self):
         gw = self.gateway(drain_delay_ms=3000, threads=2)
         r = http_exchange(gw.port, b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n", wait_close=0)
@@ -54,12 +64,7 @@ class DrainTest(unittest.TestCase):
 
     def test_drain_sequence(self):
         gw = self.gateway("--reconnect-jitter-ms", "3000", drain_delay_ms=1000, drain_spread_ms=1000, threads=2)
-        clients = []
-        for i in range(40):
-            c = Client.connect(gw.port, user=f"u{i}")
-            self.addCleanup(c.sock.close)
-            self.assertEqual(c.request("join", id=1, room="lobby")["type"], "ack")
-            clients.append(c)
+        clients = self.members(gw, 40, "u")
         echo = RawWS.connect(gw.port, "/echo")
         self.addCleanup(echo.sock.close)
         t0 = time.monotonic()
@@ -117,12 +122,7 @@ class DrainTest(unittest.TestCase):
 
     def test_acknowledged_before_the_drain_is_delivered_before_the_close(self):
         gw = self.gateway(drain_delay_ms=0, threads=2)
-        members = []
-        for i in range(10):
-            c = Client.connect(gw.port, user=f"m{i}")
-            self.addCleanup(c.sock.close)
-            self.assertEqual(c.request("join", id=1, room="lobby")["type"], "ack")
-            members.append(c)
+        members = self.members(gw, 10, "m")
         pub = members[0]
         for i in range(50):
             pub.send_request("publish", id=i, room="lobby", data=i)

@@ -24,7 +24,7 @@ import time
 import unittest
 
 from client_proto import Client, RawJSON, parse_worker_stats, sum_stats
-from wsgate_fixture import Gateway, free_port
+from wsgate_fixture import Gateway, free_port, http_exchange
 
 REDIS = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
@@ -131,6 +131,14 @@ class RedisBackplaneTest(WaitMixin, unittest.TestCase):
             out.append(c)
         return out
 
+    @staticmethod
+    def live_counter(gw: Gateway, name: str) -> int:
+        """A counter summed over workers from /metrics, while the gateway runs."""
+        r = http_exchange(gw.port, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", wait_close=0)
+        prefix = f"wsgate_{name}_total{{"
+        return sum(int(float(line.rsplit(" ", 1)[1])) for line in r.body.decode().splitlines()
+                   if line.startswith(prefix))
+
     def stats(self, gw: Gateway) -> dict:
         rc, _ = gw.signal_and_wait()
         log = gw.log_text(limit=1 << 20)
@@ -231,10 +239,12 @@ class RedisBackplaneTest(WaitMixin, unittest.TestCase):
                 break
         self.assertTrue(seen, "delivery across gateways did not resume after the Redis restart")
         # each session dials on its own backoff schedule: the command sessions may come back
-        # after the subscribers did, so wait for all four to have reconnected
-        self.wait_for(lambda: self.stats(self.a)["redis_connects"] >= 8,
+        # after the subscribers did, so wait (on the live counters: the exit line only comes
+        # once the gateway is stopped) for all four to have reconnected
+        self.wait_for(lambda: self.live_counter(self.a, "redis_connects") >= 8,
                       "all four sessions of gateway A reconnected", timeout=30)
         s = self.stats(self.a)
+        self.assertGreaterEqual(s["redis_connects"], 8)
         self.assertGreaterEqual(s["redis_disconnects"], 4, "both sessions of both workers saw the outage")
 
     def test_stalled_redis_bounds_the_queue_then_unavailable(self):
